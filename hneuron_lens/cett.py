@@ -66,7 +66,9 @@ class CETTConfig:
         regions = tuple(self.regions)
         bad = [r for r in regions if r not in REGIONS]
         if bad or not regions:
-            raise ValueError(f"CETTConfig.regions must be a non-empty subset of {REGIONS}, got {regions}")
+            raise ValueError(
+                f"CETTConfig.regions must be a non-empty subset of {REGIONS}, got {regions}"
+            )
         if len(set(regions)) != len(regions):
             raise ValueError(f"CETTConfig.regions has duplicates: {regions}")
         object.__setattr__(self, "regions", regions)
@@ -141,7 +143,7 @@ def collate(
         ids[i, off : off + n] = torch.tensor(s.input_ids, dtype=torch.long)
         mask[i, off : off + n] = 1
         for r in regions:
-            for a, b in zip(*region_positions(s, r)):
+            for a, b in zip(*region_positions(s, r), strict=True):
                 region_masks[r][i, off + a : off + b] = True
     batch = TokenBatch(ids, mask, region_masks, [s.sample_id for s in samples])
     if device is not None:
@@ -233,9 +235,7 @@ def cett(
             if wn is not None:
                 full = full * wn
             neg = torch.tensor(float("-inf"), device=full.device)
-            red = torch.stack(
-                [torch.where(m.unsqueeze(-1), full, neg).amax(dim=1) for m in masks]
-            )
+            red = torch.stack([torch.where(m.unsqueeze(-1), full, neg).amax(dim=1) for m in masks])
         out[:, :, layer, : site.d_mlp] = red
         if cfg.stop_early and layer == n_layers - 1:
             raise _Stop

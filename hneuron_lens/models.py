@@ -280,7 +280,9 @@ def load_model(
         name = path.stem
     else:
         path = Path(spec).expanduser()
-        if (spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").split("/", 1)[-1]) and not path.exists():
+        if (
+            spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").split("/", 1)[-1]
+        ) and not path.exists():
             raise FileNotFoundError(f"model directory not found: {path}")
         source = str(path) if path.exists() else spec
         hf_model = AutoModelForCausalLM.from_pretrained(

@@ -50,7 +50,9 @@ class SpanConfig:
 
     def __post_init__(self) -> None:
         if self.fallback not in _FALLBACKS:
-            raise ValueError(f"SpanConfig.fallback must be one of {_FALLBACKS}, got {self.fallback!r}")
+            raise ValueError(
+                f"SpanConfig.fallback must be one of {_FALLBACKS}, got {self.fallback!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,7 +203,9 @@ def locate_answer_chars(sample: JudgedSample, cfg: SpanConfig) -> tuple[int, int
     return None
 
 
-def _tokens_overlapping(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, int] | None:
+def _tokens_overlapping(
+    offsets: list[tuple[int, int]], start: int, end: int
+) -> tuple[int, int] | None:
     """First and one-past-last token whose character span overlaps ``[start, end)``."""
     idx = [i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
     if not idx:

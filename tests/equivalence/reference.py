@@ -12,8 +12,17 @@ from hneuron_lens.cett import region_positions
 from hneuron_lens.spans import TokenizedSample
 
 
-def reference_cett(model, sample: TokenizedSample, regions, *, abs_=True, weight_norm=True,
-                   include_bias=True, reduce="mean", eps=1e-8) -> dict[str, torch.Tensor]:
+def reference_cett(
+    model,
+    sample: TokenizedSample,
+    regions,
+    *,
+    abs_=True,
+    weight_norm=True,
+    include_bias=True,
+    reduce="mean",
+    eps=1e-8,
+) -> dict[str, torch.Tensor]:
     ids = torch.tensor([sample.input_ids])
     names = []
     for layer in range(model.cfg.n_layers):
@@ -36,7 +45,7 @@ def reference_cett(model, sample: TokenizedSample, regions, *, abs_=True, weight
     result = {}
     for region in regions:
         starts, ends = region_positions(sample, region)
-        pos = [p for a, b in zip(starts, ends) for p in range(a, b)]
+        pos = [p for a, b in zip(starts, ends, strict=True) for p in range(a, b)]
         rows = []
         for t in per_layer:
             if not pos:

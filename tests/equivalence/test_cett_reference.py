@@ -13,11 +13,20 @@ from hneuron_lens.testing import FAMILIES
 from .reference import reference_cett
 
 SAMPLES = [
-    JudgedSample("a", "What is the capital of France?", "The capital is Paris.", 0, answer_text="Paris"),
-    JudgedSample("b", "Who wrote Hamlet?", "William Shakespeare wrote Hamlet in 1600, I believe, and more.", 1,
-                 answer_text="William Shakespeare"),
+    JudgedSample(
+        "a", "What is the capital of France?", "The capital is Paris.", 0, answer_text="Paris"
+    ),
+    JudgedSample(
+        "b",
+        "Who wrote Hamlet?",
+        "William Shakespeare wrote Hamlet in 1600, I believe, and more.",
+        1,
+        answer_text="William Shakespeare",
+    ),
     JudgedSample("c", "Symbol for gold?", "Au", 0, answer_text="Au"),
-    JudgedSample("d", "Largest planet?", "Jupiter is the largest planet.", 0, answer_text="Jupiter"),
+    JudgedSample(
+        "d", "Largest planet?", "Jupiter is the largest planet.", 0, answer_text="Jupiter"
+    ),
 ]
 
 
@@ -60,8 +69,13 @@ def test_engine_options_match_reference(tiny, family, kw):
     out = cett(model, collate(toks, 0), cfg)
     for i, t in enumerate(toks):
         ref = reference_cett(
-            model, t, REGIONS, abs_=cfg.abs, weight_norm=cfg.weight_norm,
-            include_bias=cfg.include_bias, reduce=cfg.reduce,
+            model,
+            t,
+            REGIONS,
+            abs_=cfg.abs,
+            weight_norm=cfg.weight_norm,
+            include_bias=cfg.include_bias,
+            reduce=cfg.reduce,
         )
         for region in REGIONS:
             # signed means can cancel to ~0, where a relative bound is meaningless: use float32's
@@ -74,7 +88,11 @@ def test_neuron_writes_sum_to_mlp_output(tiny, family):
     """sum_j z_j W_out[j] (+ b_out) == hook_out: hook_post and hook_out are the right hooks."""
     model = tiny(family)
     ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
-    names = [f"blocks.{layer}.mlp.{h}" for layer in range(model.cfg.n_layers) for h in ("hook_post", "hook_out")]
+    names = [
+        f"blocks.{layer}.mlp.{h}"
+        for layer in range(model.cfg.n_layers)
+        for h in ("hook_post", "hook_out")
+    ]
     with torch.no_grad():
         _, cache = model.run_with_cache(ids, names_filter=lambda n: n in names)
     for layer, block in enumerate(model.blocks):
@@ -96,7 +114,9 @@ def test_batched_equals_unbatched_and_pad_ids_do_not_matter(tiny):
     for i, t in enumerate(toks):
         single = cett(model, collate([t], 0))
         for r in REGIONS:
-            torch.testing.assert_close(full[r][i], single[r][0], rtol=1e-5, atol=1e-7, equal_nan=True)
+            torch.testing.assert_close(
+                full[r][i], single[r][0], rtol=1e-5, atol=1e-7, equal_nan=True
+            )
 
 
 def test_stops_after_last_mlp_and_removes_hooks(tiny):

@@ -39,7 +39,13 @@ def test_hooks_removed_on_exception(tiny):
 def test_bad_name_adds_nothing(tiny):
     model = tiny("llama")
     with pytest.raises(KeyError, match="blocks.9.mlp.hook_post"):
-        attach(model, [("blocks.0.mlp.hook_post", lambda x, hook: None), ("blocks.9.mlp.hook_post", lambda x, hook: None)])
+        attach(
+            model,
+            [
+                ("blocks.0.mlp.hook_post", lambda x, hook: None),
+                ("blocks.9.mlp.hook_post", lambda x, hook: None),
+            ],
+        )
     assert _n(model, "blocks.0.mlp.hook_post") == 0
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +13,7 @@ from hneuron_lens.spans import SpanConfig, join_pieces, render, tokenize_sample,
 from hneuron_lens.testing import tiny_tokenizer
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tokenizer(kind: str):
     """Three differently segmenting tokenizers: BPE-320 (chat), BPE-320 (base), char-level."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -28,8 +28,10 @@ def _tokenizer(kind: str):
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=257, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=["<pad>"], show_progress=False,
+        vocab_size=257,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<pad>"],
+        show_progress=False,
     )
     raw.train_from_iterator(["a"], trainer)
     return PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>")
@@ -44,7 +46,13 @@ def _decode_span(tok, ids):
 
 def test_example_answer_text():
     tok = _tokenizer("bpe-chat")
-    s = JudgedSample("q", "Who wrote Hamlet?", "It was William Shakespeare.", 0, answer_text="William Shakespeare")
+    s = JudgedSample(
+        "q",
+        "Who wrote Hamlet?",
+        "It was William Shakespeare.",
+        0,
+        answer_text="William Shakespeare",
+    )
     t = tokenize_sample(tok, s, SpanConfig())
     assert t.span_method == "answer_text"
     assert "William Shakespeare" in tok.decode(t.input_ids[t.answer[0] : t.answer[1]])
@@ -55,7 +63,9 @@ def test_example_answer_text():
 def test_aliases_and_tokens_and_fallback():
     tok = _tokenizer("bpe-chat")
     by_alias = JudgedSample("a", "Capital?", "I think paris, France.", 0, aliases=("Paris",))
-    by_tokens = JudgedSample("b", "Q?", "The answer is Mount Everest.", 1, answer_tokens=("▁Mount", "▁Everest"))
+    by_tokens = JudgedSample(
+        "b", "Q?", "The answer is Mount Everest.", 1, answer_tokens=("▁Mount", "▁Everest")
+    )
     missing = JudgedSample("c", "Q?", "No idea at all.", 1, answer_text="Jupiter")
     toks, rep = tokenize_samples(tok, [by_alias, by_tokens, missing])
     assert [t.span_method for t in toks] == ["alias", "answer_tokens"]
@@ -63,7 +73,10 @@ def test_aliases_and_tokens_and_fallback():
     assert rep.skipped == [("c", "answer not found in response")]
     assert rep.skipped_by_reason == {"answer not found in response": 1}
     toks, rep = tokenize_samples(tok, [missing], SpanConfig(fallback="response"))
-    assert toks[0].span_method == "response" and toks[0].answer == (toks[0].prompt_end, toks[0].response_end)
+    assert toks[0].span_method == "response" and toks[0].answer == (
+        toks[0].prompt_end,
+        toks[0].response_end,
+    )
 
 
 def test_alias_needs_word_boundary():
@@ -91,7 +104,9 @@ def test_suffix_and_base_prompt():
         SpanConfig(fallback="nope")
 
 
-_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=0, max_size=30)
+_text = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=0, max_size=30
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -99,7 +114,11 @@ _text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", 
     kind=st.sampled_from(TOKENIZERS),
     question=st.text(min_size=1, max_size=20),
     before=_text,
-    answer=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs")), min_size=1, max_size=12),
+    answer=st.text(
+        alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs")),
+        min_size=1,
+        max_size=12,
+    ),
     after=_text,
 )
 def test_answer_span_covers_exactly_the_answer_characters(kind, question, before, answer, after):
@@ -117,9 +136,15 @@ def test_answer_span_covers_exactly_the_answer_characters(kind, question, before
     a1 = a0 + len(answer)
     s, e = t.answer
     # every token in the span overlaps the answer; the span covers all answer characters
-    assert all(offsets[i][0] < a1 and offsets[i][1] > a0 for i in range(s, e) if offsets[i][1] > offsets[i][0])
+    assert all(
+        offsets[i][0] < a1 and offsets[i][1] > a0
+        for i in range(s, e)
+        if offsets[i][1] > offsets[i][0]
+    )
     assert offsets[s][0] <= a0 and offsets[e - 1][1] >= a1
     # no token outside the span overlaps the answer
     outside = [i for i in range(len(offsets)) if not s <= i < e]
-    assert not any(offsets[i][0] < a1 and offsets[i][1] > a0 and offsets[i][1] > offsets[i][0] for i in outside)
+    assert not any(
+        offsets[i][0] < a1 and offsets[i][1] > a0 and offsets[i][1] > offsets[i][0] for i in outside
+    )
     assert t.prompt_end <= s < e <= t.response_end
