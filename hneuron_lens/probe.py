@@ -1,0 +1,1465 @@
+"""Sparse logistic probe over CETT features: which neurons predict hallucination.
+
+Method (Gao et al. 2025, "H-Neurons", arXiv:2512.01797, section 3): each sample contributes a
+CETT vector averaged over its answer tokens ("answer") and one averaged over all other response
+positions ("other"). An L1-regularised logistic regression is trained in the **3-vs-1** setup:
+
+- label 1: the "answer" vectors of hallucinated samples;
+- label 0: the "answer" vectors of faithful samples **plus** the "other" vectors of *all* samples.
+
+(**1-vs-1** uses the "answer" vectors only.) The neurons with a positive weight are the
+H-Neurons. Evaluation always scores "answer" vectors. The regularisation strength ``C`` is picked
+on a grid (:func:`probe_path`) by held-out accuracy, optionally plus the model's QA accuracy with
+the selected neurons suppressed (a function supplied by :mod:`hneuron_lens.intervene`).
+
+:class:`SparseProbe` follows the scikit-learn estimator contract, so ``sklearn.base.clone`` and
+grid tools work. The penalty is passed to scikit-learn as ``l1_ratio`` (1.0 = L1, 0.0 = L2):
+``penalty=`` on ``LogisticRegression`` is deprecated from scikit-learn 1.8.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import numbers
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from tqdm.auto import tqdm
+
+from .features import FeatureSplit, NeuronLayout
+from .stats import Interval, auroc, average_precision, bootstrap_cis, bootstrap_indices, cohens_d
+
+__all__ = [
+    "NeuronTable",
+    "SparseProbe",
+    "ProbeReport",
+    "RandomBaseline",
+    "NeuronStatsTable",
+    "PathPoint",
+    "ProbePath",
+    "probe_path",
+    "training_matrix",
+    "youden_threshold",
+    "jaccard",
+]
+
+logger = logging.getLogger(__name__)
+
+SAVE_FORMAT_VERSION = 1
+_CHUNK_ROWS = 2048
+Mode = Literal["3-vs-1", "1-vs-1"]
+
+
+def _library_version() -> str:
+    try:
+        from . import __version__  # type: ignore[attr-defined]
+
+        return str(__version__)
+    except Exception:  # noqa: BLE001 - the package may not define it yet
+        return "0.0.0"
+
+
+# --------------------------------------------------------------------------------------------
+# Neuron tables
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NeuronTable:
+    """A set of neurons with probe weights, sorted by weight (descending; by |weight| for
+    negative tables). Iterating yields ``(layer, neuron)`` int pairs."""
+
+    layer: np.ndarray
+    """Layer index of each neuron, int64 ``[k]``."""
+    neuron: np.ndarray
+    """Neuron index within its layer, int64 ``[k]``."""
+    weight: np.ndarray
+    """Probe weight, float64 ``[k]``."""
+    flat_index: np.ndarray
+    """Index into the flat feature vector, int64 ``[k]``."""
+    layout: NeuronLayout
+    """The model's layout (per-layer ``d_mlp``)."""
+    sign: str = "positive"
+    """``"positive"`` (H-Neurons) or ``"negative"``."""
+
+    def __post_init__(self) -> None:
+        self.layer = np.asarray(self.layer, dtype=np.int64).reshape(-1)
+        self.neuron = np.asarray(self.neuron, dtype=np.int64).reshape(-1)
+        self.weight = np.asarray(self.weight, dtype=np.float64).reshape(-1)
+        self.flat_index = np.asarray(self.flat_index, dtype=np.int64).reshape(-1)
+        k = self.layer.size
+        if not (self.neuron.size == self.weight.size == self.flat_index.size == k):
+            raise ValueError("NeuronTable columns must have equal length")
+        if self.sign not in ("positive", "negative"):
+            raise ValueError(f"sign must be 'positive' or 'negative', got {self.sign!r}")
+
+    @classmethod
+    def from_coef(
+        cls, coef: np.ndarray, layout: NeuronLayout, sign: str = "positive"
+    ) -> NeuronTable:
+        """Neurons with ``coef > 0`` (or ``< 0``), strongest first."""
+        coef = np.asarray(coef, dtype=np.float64).reshape(-1)
+        if coef.size != layout.n_features:
+            raise ValueError(
+                f"coef has {coef.size} entries, layout has {layout.n_features} features"
+            )
+        flat = np.flatnonzero(coef > 0) if sign == "positive" else np.flatnonzero(coef < 0)
+        order = np.argsort(-np.abs(coef[flat]), kind="stable")
+        flat = flat[order]
+        layer, neuron = layout.unflatten_index(flat) if flat.size else (np.zeros(0), np.zeros(0))
+        return cls(layer, neuron, coef[flat], flat, layout, sign)
+
+    @classmethod
+    def from_pairs(
+        cls,
+        pairs: Sequence[tuple[int, int]],
+        layout: NeuronLayout,
+        weight: Sequence[float] | None = None,
+    ) -> NeuronTable:
+        """Build a table from ``(layer, neuron)`` pairs (weights default to 1)."""
+        arr = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        flat = layout.flat_index(arr[:, 0], arr[:, 1]) if len(arr) else np.zeros(0, np.int64)
+        w = np.ones(len(arr)) if weight is None else np.asarray(weight, dtype=np.float64)
+        return cls(arr[:, 0], arr[:, 1], w, flat, layout)
+
+    def __len__(self) -> int:
+        return int(self.layer.size)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((int(a), int(b)) for a, b in zip(self.layer, self.neuron, strict=True))
+
+    def _take(self, idx: np.ndarray) -> NeuronTable:
+        return NeuronTable(
+            self.layer[idx],
+            self.neuron[idx],
+            self.weight[idx],
+            self.flat_index[idx],
+            self.layout,
+            self.sign,
+        )
+
+    def top(self, k: int) -> NeuronTable:
+        """The ``k`` strongest neurons."""
+        return self._take(np.arange(min(int(k), len(self))))
+
+    def per_layer_counts(self) -> np.ndarray:
+        """Number of neurons in each layer, int64 ``[n_layers]``."""
+        return np.bincount(self.layer, minlength=self.layout.n_layers).astype(np.int64)
+
+    @property
+    def per_mille(self) -> float:
+        """Neurons in the table per thousand neurons of the model (the paper reports < 1 per mille)."""
+        return 1000.0 * len(self) / self.layout.n_features
+
+    @property
+    def flat_set(self) -> frozenset[int]:
+        return frozenset(int(i) for i in self.flat_index)
+
+    def to_pandas(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "layer": self.layer,
+                "neuron": self.neuron,
+                "weight": self.weight,
+                "flat_index": self.flat_index,
+            }
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sign": self.sign,
+            "layout": self.layout.to_dict(),
+            "layer": self.layer.tolist(),
+            "neuron": self.neuron.tolist(),
+            "weight": self.weight.tolist(),
+            "flat_index": self.flat_index.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NeuronTable:
+        return cls(
+            d["layer"],
+            d["neuron"],
+            d["weight"],
+            d["flat_index"],
+            NeuronLayout.from_dict(d["layout"]),
+            d.get("sign", "positive"),
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the table as JSON (atomically)."""
+        _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> NeuronTable:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def __str__(self) -> str:
+        head = (
+            f"NeuronTable({self.sign}, {len(self)} neurons = {self.per_mille:.3f} per mille of "
+            f"{self.layout.n_features})"
+        )
+        rows = [f"{'layer':>6} {'neuron':>7} {'weight':>10}"]
+        for i in range(min(len(self), 10)):
+            rows.append(f"{self.layer[i]:>6d} {self.neuron[i]:>7d} {self.weight[i]:>10.4f}")
+        if len(self) > 10:
+            rows.append(f"... {len(self) - 10} more")
+        return "\n".join([head, *rows])
+
+
+def jaccard(a: frozenset[int] | set[int], b: frozenset[int] | set[int]) -> float:
+    """|a & b| / |a | b| (1.0 for two empty sets)."""
+    union = len(a | b)
+    return 1.0 if union == 0 else len(a & b) / union
+
+
+# --------------------------------------------------------------------------------------------
+# Training matrix
+# --------------------------------------------------------------------------------------------
+
+
+def training_matrix(
+    split: FeatureSplit,
+    mode: Mode = "3-vs-1",
+    rows: np.ndarray | None = None,
+    columns: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Build the probe's float32 training matrix and labels from a split.
+
+    3-vs-1 (the paper's code): rows are ``[answer vectors of all samples; other vectors of all
+    samples]`` with labels ``[sample labels; zeros]``, i.e. positives = hallucinated answers,
+    negatives = faithful answers + every sample's "other" vector. 1-vs-1: answer vectors only.
+
+    Args:
+        split: The training split.
+        mode: ``"3-vs-1"`` or ``"1-vs-1"``.
+        rows: Optional sample indices (e.g. a bootstrap resample); default all samples.
+        columns: Optional flat feature indices to keep (e.g. random-neuron baselines).
+
+    Returns:
+        ``(X float32 [n_rows, n_features], y int8 [n_rows])``.
+    """
+    _check_mode(mode)
+    labels = np.asarray(split.labels, dtype=np.int8)
+    answer = split.region("answer")
+    if rows is not None:
+        labels = labels[rows]
+    parts = [_select(answer, rows, columns)]
+    y_parts = [labels]
+    if mode == "3-vs-1":
+        other = split.region("other")
+        parts.append(_select(other, rows, columns))
+        y_parts.append(np.zeros(labels.size, dtype=np.int8))
+    if len(parts) == 1:  # always return an array the caller owns (it may be standardised in place)
+        x = parts[0].astype(np.float32, copy=rows is None and columns is None)
+    else:
+        x = np.concatenate(parts, axis=0, dtype=np.float32)
+    return x, np.concatenate(y_parts)
+
+
+def _select(x: np.ndarray, rows: np.ndarray | None, columns: np.ndarray | None) -> np.ndarray:
+    if rows is not None:
+        x = x[rows]
+    if columns is not None:
+        x = x[:, columns]
+    return x
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("3-vs-1", "1-vs-1"):
+        raise ValueError(f"mode must be '3-vs-1' or '1-vs-1', got {mode!r}")
+
+
+def _split_fingerprint(split: FeatureSplit, mode: str) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"mode": mode, "layout": split.layout.to_dict(), "n": len(split)}).encode())
+    h.update("\x00".join(split.ids).encode())
+    h.update(np.asarray(split.labels, dtype=np.int8).tobytes())
+    if "fingerprint" in split.meta:
+        h.update(str(split.meta["fingerprint"]).encode())
+    return h.hexdigest()[:16]
+
+
+def _array_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(str(x.shape).encode())
+    h.update(np.asarray(y, dtype=np.int8).tobytes())
+    step = max(1, x.shape[0] // 64)
+    h.update(np.ascontiguousarray(x[::step], dtype=np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# The probe
+# --------------------------------------------------------------------------------------------
+
+
+class SparseProbe(BaseEstimator):
+    """L1 (or L2) logistic-regression probe over flattened CETT features.
+
+    Args:
+        C: Inverse regularisation strength (smaller = sparser).
+        penalty: ``"l1"`` (the paper) or ``"l2"``.
+        mode: ``"3-vs-1"`` (the paper) or ``"1-vs-1"``; only used when fitting from a split.
+        standardize: Z-score features with the training mean/std before fitting. ``coef_`` is
+            then in standardised units (its sign, hence the H-Neuron set, is what matters).
+        class_weight: Passed to scikit-learn (``None`` or ``"balanced"`` or a dict).
+        solver: ``"liblinear"`` (the paper's default) or ``"saga"`` (float32-native, warm starts).
+        max_iter: Maximum solver iterations.
+        tol: Solver tolerance.
+        random_state: Seed for the solver's coordinate order.
+        intercept_scaling: liblinear only. liblinear penalises the intercept like a feature of
+            value ``intercept_scaling``; with the default 1.0 (scikit-learn's default, hence the
+            paper's code) an L1 probe on non-negative CETT features pays for the 3:1 class
+            imbalance with many spurious *negative* weights standing in for the intercept.
+            Values of 10-100 leave the intercept effectively unpenalised (cleaner
+            ``negative_neurons``; in our synthetic tests the H-Neuron set is unchanged).
+
+    Fitted attributes: ``coef_`` float64 ``[n_features]``, ``intercept_`` float, ``layout_``,
+    ``n_iter_`` int, ``converged_`` bool, ``classes_``, ``mean_``/``scale_`` (or ``None``),
+    ``train_fingerprint_``, ``n_train_rows_``, ``metadata_`` (a dict the caller may fill with the
+    model's identity; it is saved), ``metrics_`` (the last :meth:`evaluate` summary).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.random((200, 8)).astype("float32"); y = (X[:, 3] > 0.5).astype(int)
+        >>> probe = SparseProbe(C=10.0).fit(X, y)
+        >>> probe.h_neurons.top(1).flat_index.tolist()
+        [3]
+    """
+
+    def __init__(
+        self,
+        C: float = 1.0,
+        penalty: str = "l1",
+        mode: str = "3-vs-1",
+        standardize: bool = False,
+        class_weight: Any = None,
+        solver: str = "liblinear",
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        random_state: int | None = 0,
+        intercept_scaling: float = 1.0,
+    ) -> None:
+        self.C = C
+        self.penalty = penalty
+        self.mode = mode
+        self.standardize = standardize
+        self.class_weight = class_weight
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.intercept_scaling = intercept_scaling
+
+    # ---- parameters -------------------------------------------------------------------------
+
+    def _check_params(self) -> None:
+        if not (isinstance(self.C, numbers.Real) and self.C > 0 and math.isfinite(self.C)):
+            raise ValueError(f"C must be a positive finite number, got {self.C!r}")
+        if self.penalty not in ("l1", "l2"):
+            raise ValueError(f"penalty must be 'l1' or 'l2', got {self.penalty!r}")
+        _check_mode(self.mode)
+        if self.solver not in ("liblinear", "saga"):
+            raise ValueError(f"solver must be 'liblinear' or 'saga', got {self.solver!r}")
+        if int(self.max_iter) < 1:
+            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
+        if not self.intercept_scaling > 0:
+            raise ValueError(f"intercept_scaling must be > 0, got {self.intercept_scaling}")
+        if not self.tol > 0:
+            raise ValueError(f"tol must be > 0, got {self.tol}")
+
+    def _make_estimator(self, warm_start: bool = False) -> LogisticRegression:
+        return LogisticRegression(
+            C=float(self.C),
+            l1_ratio=1.0 if self.penalty == "l1" else 0.0,
+            solver=self.solver,
+            max_iter=int(self.max_iter),
+            tol=float(self.tol),
+            class_weight=self.class_weight,
+            random_state=self.random_state,
+            warm_start=warm_start,
+            intercept_scaling=float(self.intercept_scaling),
+        )
+
+    # ---- fitting ----------------------------------------------------------------------------
+
+    def fit(
+        self,
+        X: FeatureSplit | np.ndarray,
+        y: np.ndarray | None = None,
+        *,
+        layout: NeuronLayout | None = None,
+    ) -> SparseProbe:
+        """Fit on a :class:`FeatureSplit` (builds the ``mode`` training matrix) or on arrays.
+
+        Args:
+            X: A training split, or a ``[n_rows, n_features]`` matrix.
+            y: Labels (1 = hallucinated) when ``X`` is a matrix; must be ``None`` for a split.
+            layout: Layout of the columns when ``X`` is a matrix (default: one layer).
+
+        Returns:
+            self.
+        """
+        self._check_params()
+        if isinstance(X, FeatureSplit):
+            if y is not None:
+                raise ValueError(
+                    "pass y=None when fitting from a FeatureSplit (labels come from it)"
+                )
+            xm, ym = training_matrix(X, self.mode)
+            self._train_ref: Any = X
+            fingerprint = _split_fingerprint(X, self.mode)
+            lay = X.layout
+        else:
+            if y is None:
+                raise ValueError("y is required when fitting from an array")
+            xm = np.asarray(X, dtype=np.float32)
+            ym = np.asarray(y).astype(np.int8).reshape(-1)
+            if xm.ndim != 2 or xm.shape[0] != ym.size:
+                raise ValueError(
+                    f"X must be [n, n_features] matching y; got {xm.shape} and {ym.shape}"
+                )
+            lay = layout or NeuronLayout((xm.shape[1],))
+            if lay.n_features != xm.shape[1]:
+                raise ValueError(f"layout has {lay.n_features} features, X has {xm.shape[1]}")
+            self._train_ref = (X, y)
+            fingerprint = _array_fingerprint(xm, ym)
+        self._fit_matrix(xm, ym, lay, copy=not isinstance(X, FeatureSplit))
+        self.train_fingerprint_ = fingerprint
+        return self
+
+    def _fit_matrix(
+        self,
+        xm: np.ndarray,
+        ym: np.ndarray,
+        layout: NeuronLayout,
+        *,
+        estimator: LogisticRegression | None = None,
+        copy: bool = True,
+    ) -> SparseProbe:
+        """Fit on a prepared float32 matrix (standardises in place unless ``copy``)."""
+        if np.unique(ym).size != 2:
+            raise ValueError(
+                "training data must contain both classes (0 = faithful, 1 = hallucinated)"
+            )
+        if self.standardize:
+            mean = xm.mean(axis=0, dtype=np.float64)
+            scale = xm.std(axis=0, dtype=np.float64)
+            scale[scale == 0] = 1.0
+            xm = xm.copy() if copy else xm
+            xm -= mean.astype(np.float32)
+            xm /= scale.astype(np.float32)
+            self.mean_: np.ndarray | None = mean
+            self.scale_: np.ndarray | None = scale
+        else:
+            self.mean_ = None
+            self.scale_ = None
+        est = estimator if estimator is not None else self._make_estimator()
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            est.fit(xm, ym)
+        self.converged_ = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        for w in caught:  # re-emit anything that is not a convergence notice
+            if not issubclass(w.category, ConvergenceWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if not self.converged_:
+            logger.warning(
+                "SparseProbe(C=%g, solver=%s) did not converge in max_iter=%d; raise max_iter or tol",
+                self.C,
+                self.solver,
+                self.max_iter,
+            )
+        self.fit_seconds_ = time.perf_counter() - start
+        self.coef_ = np.array(est.coef_, dtype=np.float64).reshape(-1)
+        self.intercept_ = float(np.asarray(est.intercept_).reshape(-1)[0])
+        self.n_iter_ = int(np.max(est.n_iter_))
+        self.classes_ = np.array([0, 1])
+        self.layout_ = layout
+        self.n_features_in_ = layout.n_features
+        self.n_train_rows_ = int(ym.size)
+        self.metadata_: dict[str, Any] = getattr(self, "metadata_", {})
+        self.metrics_: dict[str, Any] | None = None
+        logger.info(
+            "fitted %s probe C=%g: %d non-zero (%d positive) of %d in %.1fs",
+            self.penalty,
+            self.C,
+            int(np.count_nonzero(self.coef_)),
+            int((self.coef_ > 0).sum()),
+            self.coef_.size,
+            self.fit_seconds_,
+        )
+        return self
+
+    # ---- prediction -------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coef_"):
+            raise RuntimeError(
+                "this SparseProbe is not fitted yet: call fit() or SparseProbe.load()"
+            )
+
+    def _effective_weights(self) -> tuple[np.ndarray, float]:
+        """Weights and bias on raw (unstandardised) features."""
+        if self.mean_ is None or self.scale_ is None:
+            return self.coef_, self.intercept_
+        w = self.coef_ / self.scale_
+        return w, float(self.intercept_ - w @ self.mean_)
+
+    def _eval_matrix(self, X: FeatureSplit | np.ndarray) -> np.ndarray:
+        if isinstance(X, FeatureSplit):
+            self.check_compatible(X.layout)
+            return X.region("answer")
+        x = np.asarray(X) if not isinstance(X, np.memmap) else X
+        if x.ndim != 2 or x.shape[1] != self.coef_.size:
+            raise ValueError(
+                f"expected [n, {self.coef_.size}] features, got shape {tuple(x.shape)}"
+            )
+        return x
+
+    def decision_function(self, X: FeatureSplit | np.ndarray) -> np.ndarray:
+        """Log-odds of hallucination for answer vectors (a split) or rows of a matrix."""
+        self._check_fitted()
+        x = self._eval_matrix(X)
+        w, b = self._effective_weights()
+        nz = np.flatnonzero(w)
+        out = np.empty(x.shape[0], dtype=np.float64)
+        for i in range(0, x.shape[0], _CHUNK_ROWS):
+            block = np.asarray(x[i : i + _CHUNK_ROWS][:, nz], dtype=np.float64)
+            out[i : i + _CHUNK_ROWS] = block @ w[nz] + b
+        return out
+
+    def predict_proba(self, X: FeatureSplit | np.ndarray) -> np.ndarray:
+        """``[n, 2]`` probabilities of (faithful, hallucinated)."""
+        p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        return np.stack([1.0 - p, p], axis=1)
+
+    def predict(self, X: FeatureSplit | np.ndarray) -> np.ndarray:
+        """1 = hallucinated (probability > 0.5)."""
+        return (self.decision_function(X) > 0).astype(np.int64)
+
+    def score(self, X: FeatureSplit | np.ndarray, y: np.ndarray | None = None) -> float:
+        """Accuracy on answer vectors (labels from the split, or ``y``)."""
+        labels = _labels_for(X, y)
+        return float(np.mean(self.predict(X) == labels))
+
+    def score_on(self, split: FeatureSplit) -> np.ndarray:
+        """Hallucination probabilities for a split's answer vectors, after checking the layout.
+
+        Use this to apply a saved probe to features extracted from another model (e.g. the base
+        checkpoint in the origin analysis).
+        """
+        self._check_fitted()
+        return self.predict_proba(split)[:, 1]
+
+    def check_compatible(self, layout: NeuronLayout | FeatureSplit) -> None:
+        """Raise ``ValueError`` (naming both shapes) when ``layout`` differs from the probe's."""
+        self._check_fitted()
+        other = layout.layout if isinstance(layout, FeatureSplit) else layout
+        if tuple(other.d_mlp) != tuple(self.layout_.d_mlp):
+            raise ValueError(
+                "layout mismatch: the probe was trained on "
+                f"{_describe_layout(self.layout_)} but the features/model have "
+                f"{_describe_layout(other)}"
+            )
+
+    # ---- neurons ----------------------------------------------------------------------------
+
+    @property
+    def h_neurons(self) -> NeuronTable:
+        """Positive-weight neurons (the H-Neurons), strongest first."""
+        self._check_fitted()
+        return NeuronTable.from_coef(self.coef_, self.layout_, "positive")
+
+    @property
+    def negative_neurons(self) -> NeuronTable:
+        """Negative-weight neurons (predict faithfulness), strongest first."""
+        self._check_fitted()
+        return NeuronTable.from_coef(self.coef_, self.layout_, "negative")
+
+    # ---- evaluation -------------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        split_or_X: FeatureSplit | np.ndarray,
+        y: np.ndarray | None = None,
+        *,
+        n_resamples: int = 1000,
+        n_random: int = 20,
+        seed: int = 0,
+        val_split: FeatureSplit | None = None,
+        train: FeatureSplit | None = None,
+        level: float = 0.95,
+    ) -> ProbeReport:
+        """Metrics with stratified-bootstrap CIs, a random-neuron baseline and per-neuron stats.
+
+        Args:
+            split_or_X: Evaluation split (answer vectors are scored) or a matrix with ``y``.
+            y: Labels when ``split_or_X`` is a matrix.
+            n_resamples: Bootstrap resamples for the CIs.
+            n_random: Random neuron sets per baseline kind (0 skips the baseline).
+            seed: Seed for bootstraps and random neuron draws.
+            val_split: When given, a Youden-J threshold is chosen on it (never on the test data)
+                and the test metrics at that threshold are reported separately.
+            train: Training split for the baseline refits; default the split passed to ``fit``
+                (held by reference, not copied; not available after ``load``).
+            level: CI coverage.
+
+        Returns:
+            A :class:`ProbeReport`.
+
+        The random-neuron baseline: ``k = len(h_neurons)`` neurons drawn from the non-H neurons,
+        ``n_random`` times, both unconstrained and layer-matched (same per-layer counts). Each set,
+        and the H-Neurons themselves ("H-refit"), is refit with this probe's mode, C, solver and
+        standardisation but an **L2** penalty, so no set loses neurons to sparsity and the
+        comparison is like for like: the reported gap is H-refit minus the random mean.
+        """
+        self._check_fitted()
+        labels = _labels_for(split_or_X, y)
+        scores = self.decision_function(split_or_X)
+        metrics = _binary_metrics(labels, scores, 0.0, False, n_resamples, seed, level)
+        threshold = None
+        threshold_metrics = None
+        if val_split is not None:
+            val_scores = self.decision_function(val_split)
+            threshold = youden_threshold(np.asarray(val_split.labels), val_scores)
+            threshold_metrics = _binary_metrics(
+                labels, scores, threshold, True, n_resamples, seed, level
+            )
+            threshold = float(1.0 / (1.0 + np.exp(-threshold)))  # report as a probability
+        h = self.h_neurons
+        x_eval = self._eval_matrix(split_or_X)
+        neuron_stats = _single_neuron_stats(h, x_eval, labels)
+        baselines: list[RandomBaseline] = []
+        h_refit: dict[str, float] = {}
+        train_ref = train if train is not None else getattr(self, "_train_ref", None)
+        if n_random > 0 and len(h) > 0:
+            if train_ref is None:
+                logger.warning(
+                    "no training data for the random-neuron baseline (pass train=); skipped"
+                )
+            else:
+                h_refit, baselines = self._random_baselines(
+                    train_ref, x_eval, labels, h, n_random, seed, level
+                )
+        report = ProbeReport(
+            n_samples=int(labels.size),
+            n_positive=int(labels.sum()),
+            n_h_neurons=len(h),
+            h_per_mille=h.per_mille,
+            n_nonzero=int(np.count_nonzero(self.coef_)),
+            metrics=metrics,
+            threshold=threshold,
+            threshold_metrics=threshold_metrics,
+            h_refit=h_refit,
+            baselines=baselines,
+            neuron_stats=neuron_stats,
+            params=self.get_params(),
+        )
+        self.metrics_ = report.summary()
+        return report
+
+    def _random_baselines(
+        self,
+        train: FeatureSplit | tuple[np.ndarray, np.ndarray],
+        x_eval: np.ndarray,
+        labels: np.ndarray,
+        h: NeuronTable,
+        n_random: int,
+        seed: int,
+        level: float,
+    ) -> tuple[dict[str, float], list[RandomBaseline]]:
+        params = {**self.get_params(), "penalty": "l2"}
+
+        def fit_eval(cols: np.ndarray) -> tuple[float, float]:
+            cols = np.sort(cols)
+            if isinstance(train, FeatureSplit):
+                xt, yt = training_matrix(train, self.mode, columns=cols)
+            else:
+                xt = np.asarray(train[0][:, cols], dtype=np.float32)
+                yt = np.asarray(train[1]).astype(np.int8)
+            sub = SparseProbe(**params)
+            sub._fit_matrix(xt, yt, NeuronLayout((cols.size,)), copy=False)
+            s = sub.decision_function(np.asarray(x_eval[:, cols], dtype=np.float32))
+            return auroc(labels, s), float(np.mean((s > 0) == labels))
+
+        h_auc, h_acc = fit_eval(h.flat_index)
+        h_refit = {"auroc": h_auc, "accuracy": h_acc}
+        rng = np.random.default_rng(seed)
+        layout = self.layout_
+        pool_mask = np.ones(layout.n_features, dtype=bool)
+        pool_mask[h.flat_index] = False
+        counts = h.per_layer_counts()
+        out = []
+        for kind in ("unconstrained", "layer-matched"):
+            aucs, accs = np.empty(n_random), np.empty(n_random)
+            for r in tqdm(range(n_random), desc=f"random baseline ({kind})", leave=False):
+                if kind == "unconstrained":
+                    cols = rng.choice(np.flatnonzero(pool_mask), size=len(h), replace=False)
+                else:
+                    cols = np.concatenate(
+                        [
+                            rng.choice(
+                                np.flatnonzero(
+                                    pool_mask[layout.offsets[li] : layout.offsets[li + 1]]
+                                )
+                                + layout.offsets[li],
+                                size=int(c),
+                                replace=False,
+                            )
+                            for li, c in enumerate(counts)
+                            if c > 0
+                        ]
+                    )
+                aucs[r], accs[r] = fit_eval(cols)
+            out.append(
+                RandomBaseline(
+                    kind=kind,
+                    n_neurons=len(h),
+                    auroc=_spread(aucs, level),
+                    accuracy=_spread(accs, level),
+                    auroc_values=aucs,
+                    accuracy_values=accs,
+                    gap_auroc=h_auc - float(aucs.mean()),
+                    gap_accuracy=h_acc - float(accs.mean()),
+                )
+            )
+        return h_refit, out
+
+    # ---- persistence ------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
+        """Write ``weights.safetensors``, ``neurons.json`` and ``probe.json`` to ``path``.
+
+        The directory is written in full to a temporary sibling and then renamed into place.
+        """
+        from safetensors.numpy import save_file
+
+        self._check_fitted()
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists (pass overwrite=True)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {"coef": self.coef_.astype(np.float64), "intercept": np.array([self.intercept_])}
+        if self.mean_ is not None and self.scale_ is not None:
+            tensors["mean"] = self.mean_.astype(np.float64)
+            tensors["scale"] = self.scale_.astype(np.float64)
+        meta = {
+            "format": "hneuron_lens.SparseProbe",
+            "format_version": SAVE_FORMAT_VERSION,
+            "library_version": _library_version(),
+            "params": self.get_params(),
+            "layout": self.layout_.to_dict(),
+            "n_iter": self.n_iter_,
+            "converged": bool(self.converged_),
+            "n_train_rows": self.n_train_rows_,
+            "train_fingerprint": getattr(self, "train_fingerprint_", None),
+            "metadata": self.metadata_,
+            "metrics": self.metrics_,
+        }
+        neurons = {
+            "h_neurons": self.h_neurons.to_dict(),
+            "negative_neurons": self.negative_neurons.to_dict(),
+        }
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            save_file(
+                tensors,
+                str(tmp / "weights.safetensors"),
+                metadata={"format_version": str(SAVE_FORMAT_VERSION)},
+            )
+            (tmp / "probe.json").write_text(json.dumps(meta, indent=1, default=_json_default))
+            (tmp / "neurons.json").write_text(json.dumps(neurons, indent=1))
+            _replace_dir(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SparseProbe:
+        """Read a probe written by :meth:`save` (JSON + safetensors; no pickle)."""
+        from safetensors.numpy import load_file
+
+        path = Path(path)
+        meta = json.loads((path / "probe.json").read_text())
+        if meta.get("format") != "hneuron_lens.SparseProbe":
+            raise ValueError(f"{path / 'probe.json'} is not a saved SparseProbe")
+        if int(meta["format_version"]) > SAVE_FORMAT_VERSION:
+            raise ValueError(
+                f"probe saved with format_version {meta['format_version']}; this library reads "
+                f"<= {SAVE_FORMAT_VERSION}: upgrade hneuron_lens"
+            )
+        tensors = load_file(str(path / "weights.safetensors"))
+        params = dict(meta["params"])
+        if isinstance(params.get("class_weight"), dict):  # JSON turned the class keys into str
+            params["class_weight"] = {int(k): float(v) for k, v in params["class_weight"].items()}
+        probe = cls(**params)
+        probe.coef_ = tensors["coef"].astype(np.float64)
+        probe.intercept_ = float(tensors["intercept"][0])
+        probe.mean_ = tensors.get("mean")
+        probe.scale_ = tensors.get("scale")
+        probe.layout_ = NeuronLayout.from_dict(meta["layout"])
+        if probe.coef_.size != probe.layout_.n_features:
+            raise ValueError("saved coef does not match the saved layout")
+        probe.n_iter_ = int(meta["n_iter"])
+        probe.converged_ = bool(meta["converged"])
+        probe.n_train_rows_ = int(meta["n_train_rows"])
+        probe.train_fingerprint_ = meta.get("train_fingerprint")
+        probe.metadata_ = dict(meta.get("metadata") or {})
+        probe.metrics_ = meta.get("metrics")
+        probe.classes_ = np.array([0, 1])
+        probe.n_features_in_ = probe.layout_.n_features
+        return probe
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RandomBaseline:
+    """Probes refit on random neuron sets of the H-Neurons' size."""
+
+    kind: str
+    """``"unconstrained"`` or ``"layer-matched"``."""
+    n_neurons: int
+    """Neurons per random set (= number of H-Neurons)."""
+    auroc: Interval
+    """Mean AUROC over sets, with the 2.5-97.5 percentile range over sets."""
+    accuracy: Interval
+    """Mean accuracy over sets, with the percentile range over sets."""
+    auroc_values: np.ndarray
+    """Per-set AUROC."""
+    accuracy_values: np.ndarray
+    """Per-set accuracy."""
+    gap_auroc: float
+    """H-refit AUROC minus the mean random AUROC."""
+    gap_accuracy: float
+    """H-refit accuracy minus the mean random accuracy."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "n_neurons": self.n_neurons,
+            "auroc": self.auroc.to_dict(),
+            "accuracy": self.accuracy.to_dict(),
+            "auroc_values": self.auroc_values.tolist(),
+            "accuracy_values": self.accuracy_values.tolist(),
+            "gap_auroc": self.gap_auroc,
+            "gap_accuracy": self.gap_accuracy,
+        }
+
+
+@dataclass
+class NeuronStatsTable:
+    """Per-H-Neuron separability on the evaluation answer vectors."""
+
+    layer: np.ndarray
+    """Layer of each neuron."""
+    neuron: np.ndarray
+    """Neuron index within the layer."""
+    weight: np.ndarray
+    """Probe weight."""
+    auroc: np.ndarray
+    """AUROC of the neuron's CETT alone (hallucinated = positive)."""
+    cohens_d: np.ndarray
+    """Cohen's d, hallucinated minus faithful."""
+
+    def __len__(self) -> int:
+        return int(self.layer.size)
+
+    def to_pandas(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer.tolist(),
+            "neuron": self.neuron.tolist(),
+            "weight": self.weight.tolist(),
+            "auroc": self.auroc.tolist(),
+            "cohens_d": [None if not np.isfinite(v) else float(v) for v in self.cohens_d],
+        }
+
+
+@dataclass
+class ProbeReport:
+    """Evaluation of a probe on one split."""
+
+    n_samples: int
+    """Evaluated samples (answer vectors)."""
+    n_positive: int
+    """Hallucinated samples among them."""
+    n_h_neurons: int
+    """Positive-weight neurons."""
+    h_per_mille: float
+    """H-Neurons per thousand neurons."""
+    n_nonzero: int
+    """Non-zero probe weights."""
+    metrics: dict[str, Interval]
+    """accuracy, precision, recall, f1 (at probability 0.5), auroc, auprc; bootstrap CIs."""
+    threshold: float | None = None
+    """Youden-J probability threshold chosen on the validation split (if given)."""
+    threshold_metrics: dict[str, Interval] | None = None
+    """Metrics at ``threshold`` on the evaluation split."""
+    h_refit: dict[str, float] = field(default_factory=dict)
+    """AUROC / accuracy of an L2 probe refit on the H-Neurons only (baseline config)."""
+    baselines: list[RandomBaseline] = field(default_factory=list)
+    """Random-neuron baselines (unconstrained, layer-matched)."""
+    neuron_stats: NeuronStatsTable | None = None
+    """Single-neuron AUROC and Cohen's d of every H-Neuron."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The probe's hyper-parameters."""
+
+    def summary(self) -> dict[str, Any]:
+        """A small JSON-able dict (stored as ``probe.metrics_``)."""
+        out: dict[str, Any] = {k: v.to_dict() for k, v in self.metrics.items()}
+        out["n_samples"] = self.n_samples
+        out["n_h_neurons"] = self.n_h_neurons
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
+        return out
+
+    def to_pandas(self) -> Any:
+        """One row per metric (and per thresholded metric / baseline)."""
+        import pandas as pd
+
+        rows = [{"setting": "p>0.5", "metric": k, **v.to_dict()} for k, v in self.metrics.items()]
+        for k, v in (self.threshold_metrics or {}).items():
+            rows.append({"setting": "youden", "metric": k, **v.to_dict()})
+        for b in self.baselines:
+            rows.append({"setting": f"random-{b.kind}", "metric": "auroc", **b.auroc.to_dict()})
+            rows.append(
+                {"setting": f"random-{b.kind}", "metric": "accuracy", **b.accuracy.to_dict()}
+            )
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_samples": self.n_samples,
+            "n_positive": self.n_positive,
+            "n_h_neurons": self.n_h_neurons,
+            "h_per_mille": self.h_per_mille,
+            "n_nonzero": self.n_nonzero,
+            "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
+            "threshold": self.threshold,
+            "threshold_metrics": (
+                None
+                if self.threshold_metrics is None
+                else {k: v.to_dict() for k, v in self.threshold_metrics.items()}
+            ),
+            "h_refit": self.h_refit,
+            "baselines": [b.to_dict() for b in self.baselines],
+            "neuron_stats": None if self.neuron_stats is None else self.neuron_stats.to_dict(),
+            "params": self.params,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_dict` as JSON (atomically)."""
+        _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1, default=_json_default))
+
+    def __str__(self) -> str:
+        lines = [
+            f"ProbeReport: {self.n_samples} samples ({self.n_positive} hallucinated), "
+            f"{self.n_h_neurons} H-Neurons ({self.h_per_mille:.3f} per mille), {self.n_nonzero} non-zero",
+            f"{'metric':<10} {'p>0.5':>24}"
+            + (
+                f" {'youden@' + format(self.threshold, '.3f'):>24}"
+                if self.threshold is not None
+                else ""
+            ),
+        ]
+        for k, v in self.metrics.items():
+            extra = (
+                f" {str(self.threshold_metrics[k]):>24}"
+                if self.threshold_metrics and k in self.threshold_metrics
+                else ""
+            )
+            lines.append(f"{k:<10} {str(v):>24}{extra}")
+        if self.baselines:
+            lines.append(
+                f"H-refit (L2, H-Neurons only): auroc {self.h_refit['auroc']:.3f}  accuracy {self.h_refit['accuracy']:.3f}"
+            )
+            lines.append(
+                f"{'random':<14} {'auroc (mean [2.5,97.5])':>26} {'gap':>7} {'accuracy':>24} {'gap':>7}"
+            )
+            for b in self.baselines:
+                lines.append(
+                    f"{b.kind:<14} {str(b.auroc):>26} {b.gap_auroc:>+7.3f} {str(b.accuracy):>24} {b.gap_accuracy:>+7.3f}"
+                )
+        if self.neuron_stats is not None and len(self.neuron_stats):
+            ns = self.neuron_stats
+            lines.append(f"{'layer':>6} {'neuron':>7} {'weight':>9} {'auroc':>7} {'d':>7}")
+            for i in range(min(len(ns), 10)):
+                lines.append(
+                    f"{ns.layer[i]:>6d} {ns.neuron[i]:>7d} {ns.weight[i]:>9.4f} {ns.auroc[i]:>7.3f} {ns.cohens_d[i]:>7.3f}"
+                )
+            if len(ns) > 10:
+                lines.append(f"... {len(ns) - 10} more H-Neurons")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Regularisation path
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PathPoint:
+    """One C on the regularisation path."""
+
+    C: float
+    """Inverse regularisation strength."""
+    n_nonzero: int
+    """Non-zero weights."""
+    n_positive: int
+    """Positive weights (H-Neurons)."""
+    accuracy: Interval
+    """Held-out accuracy at p > 0.5 with a stratified bootstrap CI."""
+    auroc: Interval
+    """Held-out AUROC with a stratified bootstrap CI."""
+    neurons: NeuronTable
+    """The positive-weight neurons at this C."""
+    suppression_accuracy: float | None = None
+    """Model QA accuracy with these neurons scaled to 0 (rule ``held-out+suppression``)."""
+    score: float = float("nan")
+    """The selection score under the rule."""
+    jaccard_prev: float | None = None
+    """Jaccard of the H-Neuron set with the previous (smaller) C."""
+    converged: bool = True
+    """Whether the solver converged."""
+    fit_seconds: float = 0.0
+    """Wall time of the fit."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "C": self.C,
+            "n_nonzero": self.n_nonzero,
+            "n_positive": self.n_positive,
+            "accuracy": self.accuracy.to_dict(),
+            "auroc": self.auroc.to_dict(),
+            "suppression_accuracy": self.suppression_accuracy,
+            "score": None if not math.isfinite(self.score) else self.score,
+            "jaccard_prev": self.jaccard_prev,
+            "converged": self.converged,
+            "fit_seconds": self.fit_seconds,
+            "neurons": self.neurons.to_dict(),
+        }
+
+
+@dataclass
+class ProbePath:
+    """A grid of fits over C, the chosen C and the stability of its neuron set."""
+
+    points: list[PathPoint]
+    """One per C, in increasing C."""
+    rule: str
+    """The selection rule used."""
+    chosen_index: int
+    """Index into ``points`` of the chosen C."""
+    probe: SparseProbe
+    """The fitted probe at the chosen C."""
+    stability: Interval | None = None
+    """Jaccard of bootstrap refits' H-Neuron sets with the chosen set (mean, percentile range)."""
+    selection_frequency: np.ndarray | None = None
+    """For each chosen H-Neuron (in ``probe.h_neurons`` order), the fraction of bootstrap refits
+    that also selected it."""
+    probes: list[SparseProbe] = field(default_factory=list, repr=False)
+    """The fitted probe at every C."""
+
+    @property
+    def chosen(self) -> PathPoint:
+        return self.points[self.chosen_index]
+
+    @property
+    def best_C(self) -> float:
+        return self.chosen.C
+
+    def to_pandas(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(
+            [
+                {
+                    "C": p.C,
+                    "n_nonzero": p.n_nonzero,
+                    "n_positive": p.n_positive,
+                    "accuracy": p.accuracy.estimate,
+                    "accuracy_low": p.accuracy.low,
+                    "accuracy_high": p.accuracy.high,
+                    "auroc": p.auroc.estimate,
+                    "auroc_low": p.auroc.low,
+                    "auroc_high": p.auroc.high,
+                    "suppression_accuracy": p.suppression_accuracy,
+                    "score": p.score,
+                    "jaccard_prev": p.jaccard_prev,
+                    "chosen": i == self.chosen_index,
+                }
+                for i, p in enumerate(self.points)
+            ]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "chosen_index": self.chosen_index,
+            "best_C": self.best_C,
+            "points": [p.to_dict() for p in self.points],
+            "stability": None if self.stability is None else self.stability.to_dict(),
+            "selection_frequency": None
+            if self.selection_frequency is None
+            else self.selection_frequency.tolist(),
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_dict` as JSON (atomically); save ``self.probe`` separately."""
+        _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1, default=_json_default))
+
+    def __str__(self) -> str:
+        lines = [f"ProbePath (rule={self.rule}, chosen C={self.best_C:g})"]
+        lines.append(
+            f"  {'C':>9} {'nonzero':>8} {'H':>5} {'held-out acc':>22} {'held-out auroc':>22} {'supp.acc':>8} {'J(prev)':>7}"
+        )
+        for i, p in enumerate(self.points):
+            mark = "*" if i == self.chosen_index else " "
+            sup = "" if p.suppression_accuracy is None else f"{p.suppression_accuracy:.3f}"
+            jac = "" if p.jaccard_prev is None else f"{p.jaccard_prev:.2f}"
+            lines.append(
+                f"{mark} {p.C:>9.4g} {p.n_nonzero:>8d} {p.n_positive:>5d} {str(p.accuracy):>22} "
+                f"{str(p.auroc):>22} {sup:>8} {jac:>7}"
+            )
+        if self.stability is not None:
+            lines.append(f"bootstrap stability (Jaccard with chosen set): {self.stability}")
+        return "\n".join(lines)
+
+
+def probe_path(
+    train_split: FeatureSplit,
+    val_split: FeatureSplit,
+    Cs: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),
+    penalty: str = "l1",
+    mode: str = "3-vs-1",
+    rule: str = "held-out",
+    n_bootstrap_stability: int = 0,
+    suppression_fn: Callable[[NeuronTable], float] | None = None,
+    seed: int = 0,
+    *,
+    solver: str = "liblinear",
+    standardize: bool = False,
+    class_weight: Any = None,
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    intercept_scaling: float = 1.0,
+    n_resamples: int = 1000,
+) -> ProbePath:
+    """Fit the probe over a grid of C and choose one.
+
+    The training matrix is built once. With ``solver="saga"`` the fits are warm-started along
+    increasing C (liblinear has no warm start and refits from zero).
+
+    Rules (ties go to the sparser fit, i.e. fewer non-zeros, then smaller C; fits with no
+    positive weight are never chosen):
+
+    - ``"held-out"``: maximise held-out accuracy (p > 0.5) on ``val_split``.
+    - ``"held-out+suppression"``: maximise ``held-out accuracy + suppression_fn(neurons)``, where
+      ``suppression_fn`` returns the model's QA accuracy in [0, 1] with the C's H-Neurons scaled
+      to 0 (from :mod:`hneuron_lens.intervene`). This favours sets that predict hallucination
+      without breaking the model, as the paper's selection does.
+
+    Args:
+        train_split: Training split.
+        val_split: Held-out split for selection.
+        Cs: The grid.
+        penalty: ``"l1"`` or ``"l2"``.
+        mode: ``"3-vs-1"`` or ``"1-vs-1"``.
+        rule: ``"held-out"`` or ``"held-out+suppression"``.
+        n_bootstrap_stability: Bootstrap refits (samples resampled within label) at the chosen C
+            used to measure neuron-set stability; 0 skips.
+        suppression_fn: ``fn(NeuronTable) -> accuracy`` for the suppression rule.
+        seed: Seed for bootstraps.
+        solver: Solver (see :class:`SparseProbe`).
+        standardize: See :class:`SparseProbe`.
+        class_weight: See :class:`SparseProbe`.
+        max_iter: See :class:`SparseProbe`.
+        tol: See :class:`SparseProbe`.
+        intercept_scaling: See :class:`SparseProbe`.
+        n_resamples: Bootstrap resamples for the held-out CIs.
+
+    Returns:
+        A :class:`ProbePath`.
+
+    Raises:
+        NotImplementedError: For ``rule="held-out+suppression"`` without ``suppression_fn``.
+    """
+    if rule not in ("held-out", "held-out+suppression"):
+        raise ValueError(f"rule must be 'held-out' or 'held-out+suppression', got {rule!r}")
+    if rule == "held-out+suppression" and suppression_fn is None:
+        raise NotImplementedError(
+            "rule='held-out+suppression' needs suppression_fn from hneuron_lens.intervene "
+            "(a function NeuronTable -> model QA accuracy with those neurons scaled to 0)"
+        )
+    Cs = sorted(float(c) for c in Cs)
+    if not Cs or any(c <= 0 for c in Cs):
+        raise ValueError(f"Cs must be a non-empty list of positive values, got {Cs}")
+    template = SparseProbe(
+        penalty=penalty,
+        mode=mode,
+        standardize=standardize,
+        class_weight=class_weight,
+        solver=solver,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=seed,
+        intercept_scaling=intercept_scaling,
+    )
+    template._check_params()
+    xm, ym = training_matrix(train_split, mode)
+    if standardize:  # standardise once, then fit every C on the standardised matrix
+        mean = xm.mean(axis=0, dtype=np.float64)
+        scale = xm.std(axis=0, dtype=np.float64)
+        scale[scale == 0] = 1.0
+        xm -= mean.astype(np.float32)
+        xm /= scale.astype(np.float32)
+    fingerprint = _split_fingerprint(train_split, mode)
+    val_labels = np.asarray(val_split.labels)
+    warm = solver == "saga"
+    shared_est = template._make_estimator(warm_start=True) if warm else None
+    points: list[PathPoint] = []
+    probes: list[SparseProbe] = []
+    prev: frozenset[int] | None = None
+    for C in tqdm(Cs, desc="C path"):
+        probe = SparseProbe(**{**template.get_params(), "C": C, "standardize": False})
+        est = None
+        if shared_est is not None:
+            shared_est.set_params(C=C)
+            est = shared_est
+        probe._fit_matrix(xm, ym, train_split.layout, estimator=est, copy=False)
+        if standardize:
+            probe.standardize = True
+            probe.mean_, probe.scale_ = mean, scale
+        probe.train_fingerprint_ = fingerprint
+        probe._train_ref = train_split
+        scores = probe.decision_function(val_split)
+        cis = bootstrap_cis(
+            {"accuracy": lambda y, s: float(np.mean((s > 0) == y)), "auroc": auroc},
+            val_labels,
+            scores,
+            n_resamples=n_resamples,
+            seed=seed,
+            stratify=val_labels,
+        )
+        h = probe.h_neurons
+        sup = (
+            float(suppression_fn(h))
+            if (suppression_fn is not None and rule != "held-out" and len(h))
+            else None
+        )
+        score = cis["accuracy"].estimate + (sup if sup is not None else 0.0)
+        if len(h) == 0:
+            score = float("-inf")
+        points.append(
+            PathPoint(
+                C=C,
+                n_nonzero=int(np.count_nonzero(probe.coef_)),
+                n_positive=len(h),
+                accuracy=cis["accuracy"],
+                auroc=cis["auroc"],
+                neurons=h,
+                suppression_accuracy=sup,
+                score=score,
+                jaccard_prev=None if prev is None else jaccard(prev, h.flat_set),
+                converged=probe.converged_,
+                fit_seconds=probe.fit_seconds_,
+            )
+        )
+        probes.append(probe)
+        prev = h.flat_set
+    if all(p.n_positive == 0 for p in points):
+        raise ValueError(f"no C in {Cs} gave a positive-weight neuron; try larger Cs")
+    chosen = min(
+        range(len(points)), key=lambda i: (-points[i].score, points[i].n_nonzero, points[i].C)
+    )
+    best = probes[chosen]
+    stability = None
+    freq = None
+    if n_bootstrap_stability > 0:
+        stability, freq = _bootstrap_stability(train_split, best, n_bootstrap_stability, seed)
+    return ProbePath(points, rule, chosen, best, stability, freq, probes)
+
+
+def _bootstrap_stability(
+    split: FeatureSplit, best: SparseProbe, n_boot: int, seed: int
+) -> tuple[Interval, np.ndarray]:
+    chosen = best.h_neurons
+    ref = chosen.flat_set
+    labels = np.asarray(split.labels)
+    jac = np.empty(n_boot)
+    hits = np.zeros(len(chosen))
+    params = best.get_params()
+    idx_iter = bootstrap_indices(len(split), n_boot, seed=seed + 1, stratify=labels)
+    for b, rows in enumerate(tqdm(idx_iter, total=n_boot, desc="bootstrap stability", leave=False)):
+        xm, ym = training_matrix(split, best.mode, rows=rows)
+        refit = SparseProbe(**params)._fit_matrix(xm, ym, split.layout, copy=False)
+        s = refit.h_neurons.flat_set
+        jac[b] = jaccard(ref, s)
+        hits += np.array([int(i) in s for i in chosen.flat_index], dtype=float)
+    tail = 2.5
+    low, high = np.percentile(jac, [tail, 100 - tail])
+    return Interval(
+        float(jac.mean()), float(low), float(high), 0.95, "bootstrap-refit-jaccard"
+    ), hits / n_boot
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def youden_threshold(y_true: np.ndarray, score: np.ndarray) -> float:
+    """The score threshold maximising Youden's J = TPR - FPR (predict positive when score >= t)."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    if y.all() or not y.any():
+        raise ValueError("youden_threshold needs both classes")
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), s.size - 1]  # end of each tie block
+    tpr = np.cumsum(y_sorted)[last] / y.sum()
+    fpr = np.cumsum(~y_sorted)[last] / (~y).sum()
+    return float(s_sorted[last][int(np.argmax(tpr - fpr))])
+
+
+def _binary_metrics(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    inclusive: bool,
+    n_resamples: int,
+    seed: int,
+    level: float,
+) -> dict[str, Interval]:
+    """Stratified-bootstrap CIs of the standard metrics; ``threshold`` is on the log-odds scale
+    (0.0 = probability 0.5). Positive prediction: ``score >= t`` if ``inclusive`` else ``> t``."""
+
+    def pred(s: np.ndarray) -> np.ndarray:
+        return s >= threshold if inclusive else s > threshold
+
+    def precision(y: np.ndarray, s: np.ndarray) -> float:
+        p = pred(s)
+        return float((p & (y == 1)).sum() / p.sum()) if p.any() else 0.0
+
+    def recall(y: np.ndarray, s: np.ndarray) -> float:
+        return float(pred(s)[y == 1].mean())
+
+    def f1(y: np.ndarray, s: np.ndarray) -> float:
+        pr, rc = precision(y, s), recall(y, s)
+        return 0.0 if pr + rc == 0 else 2 * pr * rc / (pr + rc)
+
+    fns = {
+        "accuracy": lambda y, s: float(np.mean(pred(s) == (y == 1))),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "auroc": auroc,
+        "auprc": average_precision,
+    }
+    y = np.asarray(labels).astype(np.int64)
+    return bootstrap_cis(
+        fns, y, scores, n_resamples=n_resamples, seed=seed, stratify=y, level=level
+    )
+
+
+def _single_neuron_stats(
+    h: NeuronTable, x_eval: np.ndarray, labels: np.ndarray
+) -> NeuronStatsTable:
+    cols = (
+        np.asarray(x_eval[:, h.flat_index], dtype=np.float64)
+        if len(h)
+        else np.zeros((labels.size, 0))
+    )
+    y = labels.astype(bool)
+    aucs = np.array([auroc(y, cols[:, j]) for j in range(cols.shape[1])])
+    d = cohens_d(cols[y], cols[~y]) if len(h) else np.zeros(0)
+    return NeuronStatsTable(
+        h.layer, h.neuron, h.weight, aucs, np.atleast_1d(np.asarray(d, dtype=np.float64))
+    )
+
+
+def _spread(values: np.ndarray, level: float) -> Interval:
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return Interval(float(values.mean()), float(low), float(high), level, "random-sets-percentile")
+
+
+def _labels_for(X: FeatureSplit | np.ndarray, y: np.ndarray | None) -> np.ndarray:
+    if isinstance(X, FeatureSplit):
+        if y is not None:
+            raise ValueError("pass y=None with a FeatureSplit (labels come from it)")
+        return np.asarray(X.labels).astype(np.int64)
+    if y is None:
+        raise ValueError("y is required with an array")
+    return np.asarray(y).astype(np.int64).reshape(-1)
+
+
+def _describe_layout(layout: NeuronLayout) -> str:
+    d = layout.d_mlp
+    per = f"d_mlp={d[0]}" if len(set(d)) == 1 else f"d_mlp={list(d)}"
+    return f"{layout.n_layers} layers x {per} ({layout.n_features} neurons)"
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _replace_dir(tmp: Path, path: Path) -> None:
+    """Move the finished ``tmp`` directory to ``path``, replacing an existing one."""
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+    os.replace(path, old / "x")
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old / "x", path)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)

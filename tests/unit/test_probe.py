@@ -1,0 +1,291 @@
+"""Tests for hneuron_lens.probe on synthetic CETT matrices with planted H-Neurons."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from hneuron_lens.features import FeatureSplit, NeuronLayout
+from hneuron_lens.probe import (
+    NeuronTable,
+    ProbePath,
+    ProbeReport,
+    SparseProbe,
+    probe_path,
+    training_matrix,
+)
+
+N_LAYERS, D_MLP = 2, 64
+LAYOUT = NeuronLayout.uniform(N_LAYERS, D_MLP)
+# (layer, neuron) pairs whose CETT is higher in hallucinated answer vectors
+PLANTED = [(0, 3), (0, 17), (0, 40), (1, 5), (1, 60)]
+PLANTED_FLAT = {LAYOUT.flat_index(layer, n) for layer, n in PLANTED}
+
+
+def make_split(
+    n: int = 400, seed: int = 0, dtype: type = np.float32, shift: float = 1.5
+) -> FeatureSplit:
+    """CETT-like data: non-negative, right-skewed; planted neurons shifted in hallucinated answers."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    answer = rng.gamma(2.0, 0.5, size=(n, LAYOUT.n_features))
+    other = rng.gamma(2.0, 0.5, size=(n, LAYOUT.n_features))
+    cols = sorted(PLANTED_FLAT)
+    answer[np.ix_(labels == 1, cols)] += shift
+    return FeatureSplit.from_arrays(
+        {"answer": answer.astype(dtype), "other": other.astype(dtype)},
+        labels,
+        ids=[f"s{seed}-{i}" for i in range(n)],
+        layout=LAYOUT,
+    )
+
+
+@pytest.fixture(scope="module")
+def train() -> FeatureSplit:
+    return make_split(400, seed=0)
+
+
+@pytest.fixture(scope="module")
+def test_split() -> FeatureSplit:
+    return make_split(300, seed=1)
+
+
+@pytest.fixture(scope="module")
+def fitted(train: FeatureSplit) -> SparseProbe:
+    return SparseProbe(C=0.05).fit(train)
+
+
+def test_training_matrix_3_vs_1_counts_exact():
+    split = make_split(40, seed=3)
+    n_pos = int(split.labels.sum())
+    x, y = training_matrix(split, "3-vs-1")
+    assert x.dtype == np.float32 and x.shape == (80, LAYOUT.n_features)
+    assert int(y.sum()) == n_pos  # positives: hallucinated answers only
+    assert int((y == 0).sum()) == (40 - n_pos) + 40  # faithful answers + every "other"
+    np.testing.assert_array_equal(x[:40], split.features["answer"])
+    np.testing.assert_array_equal(x[40:], split.features["other"])
+    np.testing.assert_array_equal(y[:40], split.labels)
+    x1, y1 = training_matrix(split, "1-vs-1")
+    assert x1.shape == (40, LAYOUT.n_features) and int(y1.sum()) == n_pos
+    assert not np.shares_memory(x1, split.features["answer"])
+
+
+def test_training_matrix_float16_memmap_like(tmp_path):
+    split = make_split(30, seed=4, dtype=np.float16)
+    mm = np.lib.format.open_memmap(
+        tmp_path / "a.npy", mode="w+", dtype=np.float16, shape=(30, LAYOUT.n_features)
+    )
+    mm[:] = split.features["answer"]
+    split.features["answer"] = np.load(tmp_path / "a.npy", mmap_mode="r")
+    x, _ = training_matrix(split, "3-vs-1")
+    assert x.dtype == np.float32 and x.shape == (60, LAYOUT.n_features)
+
+
+def test_recovers_planted_neurons(fitted: SparseProbe, test_split: FeatureSplit):
+    h = fitted.h_neurons
+    top = {(layer, n) for layer, n in h.top(len(PLANTED))}
+    assert set(PLANTED) <= top
+    assert np.all(np.diff(h.weight) <= 0) and np.all(h.weight > 0)
+    assert fitted.coef_.shape == (LAYOUT.n_features,)
+    assert fitted.score(test_split) > 0.9
+    assert h.per_layer_counts().sum() == len(h)
+    assert h.per_mille == pytest.approx(1000 * len(h) / 128)
+    assert list(h.to_pandas().columns) == ["layer", "neuron", "weight", "flat_index"]
+    assert np.all(fitted.negative_neurons.weight < 0)
+
+
+def test_evaluate_report_and_random_baseline(
+    fitted: SparseProbe, test_split: FeatureSplit, tmp_path
+):
+    val = make_split(200, seed=2)
+    rep = fitted.evaluate(test_split, n_resamples=200, n_random=10, seed=0, val_split=val)
+    assert isinstance(rep, ProbeReport)
+    auc = rep.metrics["auroc"]
+    assert auc.estimate > 0.9 and auc.low <= auc.estimate <= auc.high
+    assert set(rep.metrics) == {"accuracy", "precision", "recall", "f1", "auroc", "auprc"}
+    assert rep.threshold is not None and 0 < rep.threshold < 1
+    assert rep.threshold_metrics is not None and "f1" in rep.threshold_metrics
+    kinds = {b.kind: b for b in rep.baselines}
+    assert set(kinds) == {"unconstrained", "layer-matched"}
+    for b in kinds.values():
+        # random neurons carry no signal here (planted ones are excluded from the pool)
+        assert abs(b.auroc.estimate - 0.5) < 0.1
+        assert b.gap_auroc > 0.3
+        assert b.auroc_values.shape == (10,)
+    assert rep.h_refit["auroc"] > 0.9
+    ns = rep.neuron_stats
+    assert ns is not None and len(ns) == len(fitted.h_neurons)
+    planted_rows = [
+        i for i in range(len(ns)) if (int(ns.layer[i]), int(ns.neuron[i])) in set(PLANTED)
+    ]
+    assert np.all(ns.auroc[planted_rows] > 0.8) and np.all(ns.cohens_d[planted_rows] > 1.0)
+    text = str(rep)
+    assert "auroc" in text and "layer-matched" in text
+    rep.save(tmp_path / "report.json")
+    d = json.loads((tmp_path / "report.json").read_text())
+    assert d["metrics"]["auroc"]["estimate"] == pytest.approx(auc.estimate)
+    assert len(rep.to_pandas()) >= 12
+    assert fitted.metrics_ is not None
+
+
+def test_layer_matched_baseline_keeps_layer_counts(fitted: SparseProbe):
+    counts = fitted.h_neurons.per_layer_counts()
+    assert counts.shape == (N_LAYERS,) and counts.sum() == len(fitted.h_neurons)
+
+
+def test_save_load_roundtrip_no_pickle(fitted: SparseProbe, test_split: FeatureSplit, tmp_path):
+    fitted.metadata_["model"] = {"name": "tiny-test", "revision": "abc"}
+    out = fitted.save(tmp_path / "probe")
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["neurons.json", "probe.json", "weights.safetensors"]
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # temp dirs cleaned
+    for p in out.iterdir():
+        raw = p.read_bytes()
+        assert (
+            b"\x80\x04\x95" not in raw and b"\x80\x05\x95" not in raw
+        )  # no pickle protocol header
+    meta = json.loads((out / "probe.json").read_text())
+    assert meta["format_version"] == 1 and meta["params"]["C"] == 0.05
+    assert meta["metadata"]["model"]["name"] == "tiny-test"
+    assert meta["layout"] == {"d_mlp": [D_MLP] * N_LAYERS}
+    loaded = SparseProbe.load(out)
+    np.testing.assert_array_equal(
+        loaded.predict_proba(test_split), fitted.predict_proba(test_split)
+    )
+    np.testing.assert_array_equal(loaded.h_neurons.flat_index, fitted.h_neurons.flat_index)
+    assert loaded.get_params() == fitted.get_params()
+    fitted.save(out)  # overwrite in place works
+    assert SparseProbe.load(out).train_fingerprint_ == fitted.train_fingerprint_
+
+
+def test_save_load_standardized(train: FeatureSplit, test_split: FeatureSplit, tmp_path):
+    probe = SparseProbe(C=0.05, standardize=True).fit(train)
+    assert probe.mean_ is not None and probe.scale_ is not None
+    assert set(PLANTED) <= set(probe.h_neurons.top(len(PLANTED)))
+    loaded = SparseProbe.load(probe.save(tmp_path / "p"))
+    np.testing.assert_allclose(
+        loaded.decision_function(test_split), probe.decision_function(test_split)
+    )
+    # the training split was not modified by in-place standardisation
+    assert train.features["answer"].min() >= 0
+
+
+def test_neuron_table_save_load_iter(fitted: SparseProbe, tmp_path):
+    h = fitted.h_neurons
+    h.save(tmp_path / "n.json")
+    h2 = NeuronTable.load(tmp_path / "n.json")
+    assert list(h2) == list(h) and all(isinstance(v, int) for pair in h2 for v in pair)
+    np.testing.assert_array_equal(h2.weight, h.weight)
+    t = NeuronTable.from_pairs([(1, 5), (0, 3)], LAYOUT)
+    assert t.flat_index.tolist() == [69, 3] and len(t) == 2
+    assert "NeuronTable" in str(h)
+
+
+def test_check_compatible_names_both_shapes(fitted: SparseProbe):
+    other = NeuronLayout.uniform(3, 32)
+    with pytest.raises(ValueError, match=r"2 layers x d_mlp=64.*3 layers x d_mlp=32"):
+        fitted.check_compatible(other)
+    fitted.check_compatible(LAYOUT)
+    bad = FeatureSplit.from_arrays(
+        {"answer": np.zeros((4, 96), np.float32)}, np.array([0, 1, 0, 1]), layout=other
+    )
+    with pytest.raises(ValueError, match="layout mismatch"):
+        fitted.score_on(bad)
+
+
+def test_no_warnings_on_converging_data(train: FeatureSplit):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for solver in ("liblinear", "saga"):
+            for penalty in ("l1", "l2"):
+                p = SparseProbe(
+                    C=0.05, penalty=penalty, solver=solver, standardize=(solver == "saga")
+                ).fit(train)
+                assert p.converged_
+
+
+def test_sklearn_contract(train: FeatureSplit, test_split: FeatureSplit):
+    probe = SparseProbe(C=0.3, penalty="l2", mode="1-vs-1")
+    assert probe.get_params()["mode"] == "1-vs-1"
+    c = clone(probe)
+    assert c.get_params() == probe.get_params() and not hasattr(c, "coef_")
+    c.set_params(C=0.05, penalty="l1")
+    assert c.C == 0.05
+    assert c.fit(train) is c
+    assert c.n_train_rows_ == len(train)  # 1-vs-1: answer vectors only
+    assert isinstance(c.n_iter_, int) and isinstance(c.intercept_, float)
+    proba = c.predict_proba(test_split)
+    assert proba.shape == (len(test_split), 2)
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    np.testing.assert_array_equal(c.predict(test_split), (proba[:, 1] > 0.5).astype(int))
+    # array interface gives the same fit as the split interface in 1-vs-1
+    d = clone(c).fit(train.features["answer"], train.labels, layout=LAYOUT)
+    np.testing.assert_allclose(d.coef_, c.coef_)
+    assert d.score(test_split.features["answer"], test_split.labels) == pytest.approx(
+        c.score(test_split)
+    )
+    with pytest.raises(ValueError):
+        SparseProbe(penalty="l3").fit(train)
+    with pytest.raises(ValueError):
+        SparseProbe(C=-1).fit(train)
+    with pytest.raises(RuntimeError):
+        SparseProbe().predict(test_split)
+
+
+def test_probe_path_held_out_and_stability(train: FeatureSplit):
+    val = make_split(200, seed=2)
+    path = probe_path(train, val, Cs=(0.003, 0.02, 0.1), n_bootstrap_stability=3, n_resamples=100)
+    assert isinstance(path, ProbePath)
+    assert [p.C for p in path.points] == [0.003, 0.02, 0.1]
+    nz = [p.n_nonzero for p in path.points]
+    assert nz == sorted(nz)  # sparser at small C
+    accs = [p.accuracy.estimate if p.n_positive else -1 for p in path.points]
+    assert path.chosen.accuracy.estimate == max(accs)
+    assert path.points[0].jaccard_prev is None and path.points[1].jaccard_prev is not None
+    assert path.stability is not None and 0 <= path.stability.estimate <= 1
+    assert path.selection_frequency is not None and path.selection_frequency.shape == (
+        len(path.probe.h_neurons),
+    )
+    assert set(PLANTED) <= set(path.probe.h_neurons.top(len(PLANTED)))
+    assert "chosen C" in str(path) and len(path.to_pandas()) == 3
+    json.dumps(path.to_dict())
+
+
+def test_probe_path_suppression_rule(train: FeatureSplit):
+    val = make_split(200, seed=2)
+    with pytest.raises(NotImplementedError, match="suppression_fn"):
+        probe_path(train, val, Cs=(0.05,), rule="held-out+suppression")
+    # a suppression function that rewards only tiny neuron sets overrides held-out accuracy
+    path = probe_path(
+        train,
+        val,
+        Cs=(0.01, 0.1),
+        rule="held-out+suppression",
+        suppression_fn=lambda t: 1.0 if len(t) <= 2 else 0.0,
+        n_resamples=50,
+    )
+    assert len(path.points[0].neurons) <= 2 < len(path.points[1].neurons)
+    assert path.points[1].accuracy.estimate > path.points[0].accuracy.estimate
+    assert path.best_C == 0.01
+    assert all(p.suppression_accuracy is not None for p in path.points)
+
+
+def test_probe_path_saga_warm_start(train: FeatureSplit):
+    val = make_split(200, seed=2)
+    path = probe_path(train, val, Cs=(0.02, 0.1), solver="saga", standardize=True, n_resamples=50)
+    assert all(p.converged for p in path.points)
+    # each point has its own coefficient array (warm start must not alias them)
+    assert not np.shares_memory(path.probes[0].coef_, path.probes[1].coef_)
+    assert path.probe.mean_ is not None
+
+
+def test_intercept_scaling_removes_spurious_negative_weights(train: FeatureSplit):
+    default = SparseProbe(C=0.1).fit(train)
+    scaled = SparseProbe(C=0.1, intercept_scaling=100.0).fit(train)
+    assert len(default.negative_neurons) > 20  # liblinear's penalised intercept at work
+    assert len(scaled.negative_neurons) < 5
+    assert set(scaled.h_neurons) == set(default.h_neurons) == set(PLANTED)
