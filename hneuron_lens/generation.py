@@ -1,0 +1,612 @@
+"""Batched, seeded text generation on a ``TransformerBridge``: the one primitive every stage uses.
+
+The collection stage (k sampled answers per question, Gao et al. 2025, arXiv:2512.01797, Sec. 3.1:
+T=1.0, top-k 50, top-p 0.9) and the intervention stage (answers with H-Neurons scaled) both call
+:func:`generate`. It is an explicit sampling loop over the bridge's own forward pass, not a call
+to ``TransformerBridge.generate``, for four reasons:
+
+* **Hooks see what the model computes.** The prompt batch goes through one forward pass (the
+  prefill) and then one position per generated token (``past_key_values``), so a TransformerLens
+  hook on ``blocks.L.mlp.hook_post`` fires once for the prompt and once per step, exactly like in
+  ``model.generate``. An intervention attached with :mod:`hneuron_lens.hooks` therefore changes
+  what is generated.
+* **Left padding is explicit.** Prompts of different lengths are left-padded and an explicit
+  ``attention_mask`` is passed on every step; the bridge derives per-row position ids from it.
+  Under greedy decoding a batched run gives the same tokens as one prompt at a time.
+* **Sampling is reproducible per row.** Every (prompt, sample) row draws from its own
+  ``torch.Generator`` seeded from ``(seed, prompt_seed, sample_index)``: the same seed gives the
+  same samples whatever the batch size or the order of the prompts, and the global torch RNG is
+  never touched. Collection uses this to resume a killed run with the same answers.
+* **No wasted work.** The k samples of one prompt share one prompt pass (its KV cache rows are
+  repeated), and rows that hit a stop token are dropped from the KV cache, so one rambling answer
+  does not make fifteen finished ones keep paying for forward passes. On the default model this
+  cut the time of 8 questions x 10 samples from 163 s to 113 s (2 shared CPU cores).
+
+Filtering follows Hugging Face's order: temperature, then top-k, then top-p (nucleus, keeping at
+least one token). Stop tokens are the tokenizer's EOS, the generation config's EOS ids and the
+end-of-turn markers a chat template uses (``<|im_end|>``, ``<end_of_turn>``, ``<|eot_id|>``...)
+when the vocabulary has them; for base-model prompts (``question + "\\nAnswer:"``) generation can
+also stop at the first newline after some text (``stop_at_newline``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+FinishReason = Literal["eos", "length", "newline"]
+
+END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
+"""Special tokens that end a turn in common chat formats; each is a stop token when in the vocab."""
+
+BASE_PROMPT_SUFFIX = "\nAnswer:"
+"""The paper's prompt for base (non-chat) models: ``question + "\\nAnswer:"``."""
+
+Message = Mapping[str, str]
+
+
+@dataclass
+class GenerationConfig:
+    """How :func:`generate` decodes. Defaults are the paper's sampling settings."""
+
+    max_new_tokens: int = 50
+    """Most tokens generated per response (the stop token is not counted as output)."""
+    do_sample: bool = True
+    """Sample from the filtered distribution; ``False`` = greedy (argmax) decoding."""
+    temperature: float = 1.0
+    """Softmax temperature applied before top-k / top-p (sampling only; must be > 0)."""
+    top_k: int | None = 50
+    """Keep the ``top_k`` most likely tokens (``None`` or 0: no top-k filter)."""
+    top_p: float = 0.9
+    """Nucleus filter: keep the smallest set of tokens whose probability reaches ``top_p``
+    (1.0: no filter)."""
+    num_samples: int = 1
+    """Responses per prompt (the paper's k); each prompt is repeated this many times."""
+    batch_size: int = 16
+    """Sequences (prompt x sample rows) per forward pass."""
+    seed: int = 0
+    """Base seed; row (prompt p, sample s) samples from a generator seeded by (seed, p, s)."""
+    stop_at_newline: bool = False
+    """Stop at the first newline that follows some text (for base-model ``\\nAnswer:`` prompts)."""
+    use_cache: bool = True
+    """Decode with the KV cache (one position per step). ``False`` re-runs the whole sequence
+    each step: slower, for models whose cache cannot be used."""
+    warn_length_fraction: float = 0.2
+    """Log a warning when more than this fraction of responses hit ``max_new_tokens``."""
+    progress: bool = True
+    """Show a tqdm progress bar over sequences."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.do_sample and not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 or None, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.warn_length_fraction <= 1.0:
+            raise ValueError(
+                f"warn_length_fraction must be in [0, 1], got {self.warn_length_fraction}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GenerationConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown GenerationConfig fields: {sorted(unknown)}")
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generated response."""
+
+    prompt_index: int
+    """Index of the prompt in the list given to :func:`generate`."""
+    sample_index: int
+    """Which of the ``num_samples`` responses to that prompt (0-based)."""
+    prompt_ids: tuple[int, ...]
+    """The prompt's token ids (unpadded)."""
+    output_ids: tuple[int, ...]
+    """Generated token ids, without the stop token for ``"eos"``; for ``"newline"`` the last id
+    is the token that holds the newline."""
+    text: str
+    """Decoded output (special tokens skipped); for ``"newline"`` cut before the newline."""
+    finish_reason: FinishReason
+    """``"eos"`` (a stop token), ``"newline"`` (``stop_at_newline``) or ``"length"``."""
+
+    @property
+    def hit_max_new_tokens(self) -> bool:
+        """True when no stop came before ``max_new_tokens`` (the response may be cut short)."""
+        return self.finish_reason == "length"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["prompt_ids"] = list(self.prompt_ids)
+        d["output_ids"] = list(self.output_ids)
+        d["hit_max_new_tokens"] = self.hit_max_new_tokens
+        return d
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """How a set of generations ended."""
+
+    n: int
+    """Number of responses."""
+    n_eos: int
+    """Responses that ended on a stop token."""
+    n_newline: int
+    """Responses that ended on a newline (``stop_at_newline``)."""
+    n_length: int
+    """Responses that hit ``max_new_tokens``."""
+    mean_new_tokens: float
+    """Mean number of generated tokens per response (stop token excluded)."""
+
+    @property
+    def frac_hit_max(self) -> float:
+        """Fraction of responses that hit ``max_new_tokens`` (0.0 for no responses)."""
+        return self.n_length / self.n if self.n else 0.0
+
+    @classmethod
+    def from_generations(cls, generations: Sequence[Generation]) -> GenerationStats:
+        reasons = [g.finish_reason for g in generations]
+        n = len(reasons)
+        total = sum(len(g.output_ids) for g in generations)
+        return cls(
+            n=n,
+            n_eos=reasons.count("eos"),
+            n_newline=reasons.count("newline"),
+            n_length=reasons.count("length"),
+            mean_new_tokens=total / n if n else 0.0,
+        )
+
+    @classmethod
+    def from_reasons(cls, reasons: Sequence[str], n_tokens: Sequence[int]) -> GenerationStats:
+        """Build stats from saved finish reasons and token counts (e.g. a collection file)."""
+        n = len(reasons)
+        return cls(
+            n=n,
+            n_eos=list(reasons).count("eos"),
+            n_newline=list(reasons).count("newline"),
+            n_length=list(reasons).count("length"),
+            mean_new_tokens=sum(n_tokens) / n if n else 0.0,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["frac_hit_max"] = self.frac_hit_max
+        return d
+
+
+# --------------------------------------------------------------------------------------------
+# prompts
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    """True when ``tokenizer`` carries a chat template (an instruction-tuned model)."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def build_prompt_ids(
+    tokenizer: Any,
+    question: str | Sequence[Message],
+    *,
+    suffix: str | None = None,
+    system: str | None = None,
+    chat: bool | None = None,
+) -> list[int]:
+    """Token ids of the prompt for one question (or one multi-turn conversation).
+
+    With a chat template the user turn is ``question + " " + suffix``, rendered with
+    ``add_generation_prompt=True`` and tokenised with ``add_special_tokens=False`` (the template
+    already holds any BOS it wants; a bridge tokenizer with ``add_bos_token=True`` would add a
+    second one). Without one (a base model) the prompt is the paper's
+    ``question + " " + suffix + "\\nAnswer:"``, tokenised with the tokenizer's own special
+    tokens (the BOS a base model expects).
+
+    Args:
+        tokenizer: a Hugging Face tokenizer (``model.tokenizer``).
+        question: the question text, or a list of ``{"role", "content"}`` messages for a
+            multi-turn prompt (e.g. a sycophancy follow-up); ``suffix`` then goes on the last
+            user message. Base prompts render messages as ``user\\nAnswer: assistant\\n...``.
+        suffix: instruction appended to the (last) user message, e.g. the paper's
+            ``"Respond with the answer only, without any explanation."``.
+        system: optional system message (chat) or preamble line (base).
+        chat: ``None`` = use the chat template when the tokenizer has one; ``True`` = require
+            it; ``False`` = always the base format.
+
+    Returns:
+        The prompt's token ids.
+
+    Raises:
+        ValueError: ``chat=True`` without a chat template; empty or malformed messages.
+
+    Example:
+        >>> from hneuron_lens.testing import tiny_tokenizer
+        >>> tok = tiny_tokenizer()
+        >>> ids = build_prompt_ids(tok, "Who wrote Hamlet?", suffix="Answer briefly.")
+        >>> tok.decode(ids)
+        '<|im_start|>user\\nWho wrote Hamlet? Answer briefly.<|im_end|>\\n<|im_start|>assistant\\n'
+    """
+    if isinstance(question, str):
+        messages: list[dict[str, str]] = [{"role": "user", "content": question}]
+    else:
+        messages = [dict(m) for m in question]
+        if not messages:
+            raise ValueError("messages must not be empty")
+        for m in messages:
+            if not {"role", "content"} <= set(m) or m["role"] not in (
+                "system",
+                "user",
+                "assistant",
+            ):
+                raise ValueError(
+                    f"malformed message {m!r}: need role (system/user/assistant) and content"
+                )
+    if suffix:
+        users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+        if not users:
+            raise ValueError("suffix given but the messages hold no user turn")
+        last = users[-1]
+        messages[last] = {**messages[last], "content": messages[last]["content"] + " " + suffix}
+    if system is not None:
+        if any(m["role"] == "system" for m in messages):
+            raise ValueError("system given twice: as an argument and as a message")
+        messages = [{"role": "system", "content": system}, *messages]
+
+    use_chat = has_chat_template(tokenizer) if chat is None else chat
+    if use_chat:
+        if not has_chat_template(tokenizer):
+            raise ValueError("chat=True but the tokenizer has no chat_template")
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    parts: list[str] = []
+    for m in messages:
+        if m["role"] == "system":
+            parts.append(m["content"] + "\n")
+        elif m["role"] == "user":
+            parts.append(m["content"] + BASE_PROMPT_SUFFIX)
+        else:
+            parts.append(" " + m["content"] + "\n")
+    if messages[-1]["role"] != "user":
+        raise ValueError("a base prompt must end with a user turn")
+    return list(tokenizer("".join(parts))["input_ids"])
+
+
+# --------------------------------------------------------------------------------------------
+# stop tokens and sampling
+
+
+def stop_token_ids(model: Any) -> set[int]:
+    """Token ids that end a response: EOS, the generation config's EOS ids, end-of-turn markers.
+
+    Example:
+        >>> from hneuron_lens.testing import tiny_model
+        >>> sorted(stop_token_ids(tiny_model("llama")))  # <|endoftext|>, <|im_end|>
+        [0, 2]
+    """
+    tok = model.tokenizer
+    ids: set[int] = set()
+    if tok.eos_token_id is not None:
+        ids.add(int(tok.eos_token_id))
+    gen_cfg = getattr(getattr(model, "original_model", None), "generation_config", None)
+    eos = getattr(gen_cfg, "eos_token_id", None)
+    if eos is not None:
+        ids.update(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
+    vocab = tok.get_vocab()
+    for name in END_OF_TURN_TOKENS:
+        if name in vocab:
+            ids.add(int(vocab[name]))
+    return ids
+
+
+def row_seed(seed: int, prompt_seed: int, sample_index: int) -> int:
+    """The 63-bit generator seed of one (prompt, sample) row."""
+    digest = hashlib.sha256(f"{seed}:{prompt_seed}:{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def filter_logits(
+    logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float
+) -> torch.Tensor:
+    """Temperature, then top-k, then top-p (Hugging Face's order); removed entries are -inf.
+
+    Args:
+        logits: ``[batch, d_vocab]`` float logits.
+
+    Returns:
+        Filtered float logits of the same shape (at least one finite entry per row).
+    """
+    logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=False)
+        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        remove_sorted = cum <= (1.0 - top_p)
+        remove_sorted[..., -1] = False
+        remove = remove_sorted.scatter(-1, order, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+def _next_tokens(
+    logits: torch.Tensor, cfg: GenerationConfig, generators: list[torch.Generator] | None
+) -> torch.Tensor:
+    logits = logits.float()
+    if not cfg.do_sample:
+        return logits.argmax(dim=-1)
+    assert generators is not None and len(generators) == logits.shape[0]
+    probs = filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p).softmax(dim=-1)
+    return torch.cat(
+        [torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+
+
+@dataclass
+class _Row:
+    prompt_index: int
+    sample_index: int
+    prompt_ids: list[int]
+    out: list[int]
+    reason: FinishReason | None = None
+    text: str | None = None
+
+
+def _pad_id(tokenizer: Any, stops: set[int]) -> int:
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    if tokenizer.eos_token_id is not None:
+        return int(tokenizer.eos_token_id)
+    return min(stops) if stops else 0
+
+
+def _newline_cut(text: str) -> int | None:
+    """Index of the first newline that follows non-whitespace text, or None."""
+    lead = len(text) - len(text.lstrip())
+    cut = text.find("\n", lead)
+    return None if cut < 0 or lead == len(text) else cut
+
+
+def _select_cache(cache: Any, keep: torch.Tensor) -> bool:
+    select = getattr(cache, "batch_select_indices", None)
+    if select is None:
+        return False
+    select(keep)
+    return True
+
+
+@torch.no_grad()
+def _generate_batch(
+    model: Any,
+    rows: list[_Row],
+    cfg: GenerationConfig,
+    stops: set[int],
+    pad_id: int,
+    seeds: list[int] | None,
+    bar: Any,
+) -> None:
+    tok = model.tokenizer
+    device = torch.device(model.cfg.device)
+    width = max(len(r.prompt_ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r.prompt_ids)
+        ids[i, width - n :] = torch.tensor(r.prompt_ids, dtype=torch.long)
+        mask[i, width - n :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    generators = None
+    if cfg.do_sample:
+        assert seeds is not None
+        generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+    active = list(range(len(rows)))  # batch position -> row index
+    cache: Any = None
+    can_prune = True
+    if cfg.use_cache:
+        # Rows that share a prompt (the k samples of one question) share one prompt pass: the
+        # prompt runs once per distinct prompt, then its cache rows are repeated.
+        first: dict[tuple[int, ...], int] = {}
+        owner = [first.setdefault(tuple(r.prompt_ids), i) for i, r in enumerate(rows)]
+        distinct = sorted(set(owner))
+        if len(distinct) < len(rows):
+            sel = torch.tensor(distinct, dtype=torch.long, device=device)
+            logits, cache = model(
+                ids[sel], attention_mask=mask[sel], return_type="logits_and_cache", use_cache=True
+            )
+            expand = torch.tensor(
+                [distinct.index(o) for o in owner], dtype=torch.long, device=device
+            )
+            if cache is not None and _select_cache(cache, expand):
+                logits = logits[expand]
+            else:  # the cache cannot repeat rows: run the whole batch
+                logits, cache = model(
+                    ids, attention_mask=mask, return_type="logits_and_cache", use_cache=True
+                )
+        else:
+            logits, cache = model(
+                ids, attention_mask=mask, return_type="logits_and_cache", use_cache=True
+            )
+    else:
+        logits = model(ids, attention_mask=mask, return_type="logits")
+    logits = logits[:, -1:]
+    piece_text: dict[int, str] = {}
+    for step in range(cfg.max_new_tokens):
+        new = _next_tokens(logits[:, -1, :], cfg, generators).tolist()
+        for ri, t in zip(active, new, strict=True):
+            r = rows[ri]
+            if r.reason is not None:  # finished earlier, kept only because it could not be pruned
+                continue
+            if t in stops:
+                r.reason = "eos"
+            else:
+                r.out.append(t)
+                if cfg.stop_at_newline:
+                    if t not in piece_text:
+                        piece_text[t] = tok.decode([t])
+                    if "\n" in piece_text[t]:
+                        text = tok.decode(r.out, skip_special_tokens=True)
+                        cut = _newline_cut(text)
+                        if cut is not None:
+                            r.reason, r.text = "newline", text[:cut]
+                if r.reason is None and len(r.out) >= cfg.max_new_tokens:
+                    r.reason = "length"
+            if r.reason is not None:
+                bar.update(1)
+        live = [p for p, ri in enumerate(active) if rows[ri].reason is None]
+        if not live or step == cfg.max_new_tokens - 1:
+            break
+        next_ids = torch.tensor(
+            [new[p] if rows[ri].reason is None else pad_id for p, ri in enumerate(active)],
+            dtype=torch.long,
+            device=device,
+        )[:, None]
+        if len(live) < len(active) and can_prune:
+            keep = torch.tensor(live, dtype=torch.long, device=device)
+            if cache is None or _select_cache(cache, keep):
+                mask, ids, next_ids = mask[keep], ids[keep], next_ids[keep]
+                active = [active[p] for p in live]
+                if generators is not None:
+                    generators = [generators[p] for p in live]
+            else:  # this cache cannot drop rows: finished rows keep running on pad tokens
+                can_prune = False
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        if cache is not None:
+            logits, cache = model(
+                next_ids,
+                attention_mask=mask,
+                past_key_values=cache,
+                return_type="logits_and_cache",
+            )
+        else:
+            ids = torch.cat([ids, next_ids], dim=1)
+            logits = model(ids, attention_mask=mask, return_type="logits")
+    for r in rows:
+        if r.reason is None:  # pragma: no cover - loop always assigns a reason
+            r.reason = "length"
+        if r.text is None:
+            r.text = tok.decode(r.out, skip_special_tokens=True)
+
+
+def generate(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    cfg: GenerationConfig | None = None,
+    *,
+    prompt_seeds: Sequence[int] | None = None,
+    on_batch_start: Callable[[int], None] | None = None,
+) -> list[Generation]:
+    """Generate ``cfg.num_samples`` responses for each tokenised prompt, in batches.
+
+    Rows (prompt x sample) are sorted by prompt length and cut into batches of
+    ``cfg.batch_size``; each batch is left-padded with an explicit attention mask. Hooks
+    attached to ``model`` (e.g. with :func:`hneuron_lens.hooks.hooked` or ``model.hooks``) are
+    active throughout: per batch they see one prompt pass over the batch's distinct prompts
+    (left-padded), then one position per step for the rows still generating.
+
+    Args:
+        model: a ``TransformerBridge`` with a tokenizer.
+        prompts: token ids per prompt (see :func:`build_prompt_ids`); no padding.
+        cfg: decoding settings (default :class:`GenerationConfig`).
+        prompt_seeds: one integer per prompt that, with ``cfg.seed`` and the sample index,
+            seeds that row's sampler (default: the prompt's index). Pass a stable id (e.g. a
+            hash of the question id) so a row's samples do not depend on which other prompts
+            share the call.
+        on_batch_start: called with the batch number before each batch's prompt pass (e.g. to
+            reset a hook's per-prompt state).
+
+    Returns:
+        One :class:`Generation` per (prompt, sample), ordered by prompt then sample index.
+
+    Raises:
+        ValueError: an empty prompt, or ``prompt_seeds`` of the wrong length.
+
+    Example:
+        >>> from hneuron_lens.testing import tiny_model
+        >>> model = tiny_model("llama")
+        >>> ids = build_prompt_ids(model.tokenizer, "Who wrote Hamlet?")
+        >>> gens = generate(model, [ids], GenerationConfig(max_new_tokens=4, progress=False))
+        >>> len(gens), gens[0].finish_reason in ("eos", "length")
+        (1, True)
+    """
+    cfg = cfg or GenerationConfig()
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    if prompt_seeds is not None and len(prompt_seeds) != len(prompts):
+        raise ValueError(f"got {len(prompt_seeds)} prompt_seeds for {len(prompts)} prompts")
+    if model.tokenizer is None:
+        raise ValueError("generate needs a model with a tokenizer")
+    adapter = getattr(model, "adapter", None)
+    if cfg.use_cache and not getattr(adapter, "supports_kv_cache", True):
+        logger.info("this architecture has no KV cache: decoding without it")
+        cfg = replace(cfg, use_cache=False)
+    if cfg.batch_size > 1 and not getattr(adapter, "supports_batched_generation", True):
+        logger.info("this architecture cannot mask padding: generating one sequence at a time")
+        cfg = replace(cfg, batch_size=1)
+    stops = stop_token_ids(model)
+    pad_id = _pad_id(model.tokenizer, stops)
+    pseeds = list(prompt_seeds) if prompt_seeds is not None else list(range(len(prompts)))
+
+    rows = [
+        _Row(p, s, [int(t) for t in prompt], [])
+        for p, prompt in enumerate(prompts)
+        for s in range(cfg.num_samples)
+    ]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i].prompt_ids))
+    n_batches = math.ceil(len(rows) / cfg.batch_size)
+    with tqdm(total=len(rows), desc="generate", unit="seq", disable=not cfg.progress) as bar:
+        for b in range(n_batches):
+            batch = [rows[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
+            seeds = [row_seed(cfg.seed, pseeds[r.prompt_index], r.sample_index) for r in batch]
+            if on_batch_start is not None:
+                on_batch_start(b)
+            _generate_batch(model, batch, cfg, stops, pad_id, seeds, bar)
+
+    out = [
+        Generation(
+            prompt_index=r.prompt_index,
+            sample_index=r.sample_index,
+            prompt_ids=tuple(r.prompt_ids),
+            output_ids=tuple(r.out),
+            text=r.text or "",
+            finish_reason=r.reason or "length",
+        )
+        for r in rows
+    ]
+    stats = GenerationStats.from_generations(out)
+    if stats.n and stats.frac_hit_max > cfg.warn_length_fraction:
+        logger.warning(
+            "%.0f%% of %d responses hit max_new_tokens=%d (threshold %.0f%%): answers may be "
+            "cut short; raise max_new_tokens or check the prompt format",
+            100 * stats.frac_hit_max,
+            stats.n,
+            cfg.max_new_tokens,
+            100 * cfg.warn_length_fraction,
+        )
+    return out
