@@ -1,0 +1,266 @@
+"""The whole method on one model: collect -> judge -> balance/split -> extract CETT -> probe.
+
+``hneuron-lens run`` calls :func:`run_pipeline` with the embedded default model and the built-in
+question set; every artefact goes under one output directory with a ``manifest.json`` (settings,
+versions, timings, counts). Each stage is resumable, so a rerun after an interruption continues:
+collection appends to its JSONL file, extraction fills its store, and the probe is refit (seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from hneuron_lens.data.records import HALLUCINATED, JudgedSample
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunConfig:
+    """Settings of :func:`run_pipeline`; the defaults finish in under 20 minutes on a 2-core CPU."""
+
+    out_dir: str = "runs/default"
+    """Where every artefact is written."""
+    model: str = "default"
+    """Model spec for :func:`hneuron_lens.load_model`."""
+    device: str = "cpu"
+    """Device for the model."""
+    n_questions: int | None = 300
+    """Built-in questions to ask (seeded subset; ``None``: all of them)."""
+    nonexistent: int = 40
+    """Fabricated-entity questions added (any confident answer is a hallucination)."""
+    k: int = 5
+    """Sampled responses per question (the paper uses 10)."""
+    max_new_tokens: int = 32
+    """Most tokens per response."""
+    batch_size: int = 32
+    """Generation and extraction batch size."""
+    Cs: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
+    """Grid of inverse L1 strengths; chosen by held-out accuracy on the validation split."""
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    """Train / validation / test fractions (disjoint by id and by normalised question)."""
+    n_random: int = 20
+    """Random-neuron control sets in the evaluation."""
+    n_resamples: int = 1000
+    """Bootstrap resamples for every confidence interval."""
+    seed: int = 0
+    """Seed for subsetting, sampling, splitting and the controls."""
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("k, max_new_tokens and batch_size must be >= 1")
+        if abs(sum(self.fractions) - 1.0) > 1e-6 or len(self.fractions) != 3:
+            raise ValueError(f"fractions must be three numbers summing to 1, got {self.fractions}")
+        self.Cs = tuple(float(c) for c in self.Cs)
+        self.fractions = tuple(float(f) for f in self.fractions)  # type: ignore[assignment]
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> RunConfig:
+        """A small run (under 3 minutes on a 2-core CPU once the model is cached) for CI/tutorials."""
+        base = dict(
+            n_questions=120,
+            nonexistent=16,
+            k=2,
+            max_new_tokens=24,
+            Cs=(1.0, 3.0, 10.0),
+            n_random=5,
+            n_resamples=200,
+            out_dir="runs/quick",
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["Cs"] = list(self.Cs)
+        d["fractions"] = list(self.fractions)
+        return d
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_pipeline` produced (paths are inside ``out_dir``)."""
+
+    out_dir: Path
+    funnel: Any
+    n_train: int
+    n_validation: int
+    n_test: int
+    chosen_C: float | None
+    report: Any | None
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"run directory: {self.out_dir}", str(self.funnel)]
+        lines.append(
+            f"split sizes: train {self.n_train}, validation {self.n_validation}, test {self.n_test}"
+        )
+        if self.chosen_C is not None:
+            lines.append(f"chosen C: {self.chosen_C}")
+        if self.report is not None:
+            lines.append(str(self.report))
+        lines += [f"note: {n}" for n in self.notes]
+        lines.append("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
+        return "\n".join(lines)
+
+
+def attach_answer_text(
+    samples: list[JudgedSample],
+) -> tuple[list[JudgedSample], list[tuple[str, str]]]:
+    """Fill ``answer_text`` from the aliases (correct) or the shortest answer phrase (hallucinated).
+
+    Returns the samples that got one and ``(qid, reason)`` for those that did not.
+    """
+    from hneuron_lens.answer import locate_answer_text
+
+    kept, missing = [], []
+    for s in samples:
+        if s.answer_text:
+            kept.append(s)
+            continue
+        loc = locate_answer_text(s.response, s.aliases, s.label)
+        if loc is None:
+            missing.append((s.qid, "answer phrase not found in response"))
+            continue
+        kept.append(replace(s, answer_text=loc.text, meta={**s.meta, "span_method": loc.method}))
+    return kept, missing
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
+    """Run collect -> judge -> split -> extract -> probe -> evaluate and write every artefact.
+
+    Args:
+        cfg: settings (default :class:`RunConfig`).
+        model: an already loaded ``TransformerBridge`` (``None``: ``load_model(cfg.model)``).
+
+    Returns:
+        A :class:`RunResult`; its ``summary()`` is what the CLI prints.
+    """
+    import hneuron_lens as hl
+    from hneuron_lens.collect import CollectConfig, collect, judge_collected, load_collected
+    from hneuron_lens.data.builtin import builtin_nonexistent, builtin_qa
+    from hneuron_lens.data.splits import balanced_sample, split_samples
+    from hneuron_lens.probe import probe_path
+    from hneuron_lens.store import ActivationStore, extract
+
+    cfg = cfg or RunConfig()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    notes: list[str] = []
+
+    t = time.perf_counter()
+    if model is None:
+        model = hl.load_model(cfg.model, device=cfg.device)
+    seconds["load model"] = time.perf_counter() - t
+
+    rng = random.Random(cfg.seed)
+    items = builtin_qa()
+    if cfg.n_questions is not None and cfg.n_questions < len(items):
+        items = rng.sample(items, cfg.n_questions)
+    fabricated = builtin_nonexistent()
+    items += rng.sample(fabricated, min(cfg.nonexistent, len(fabricated)))
+
+    t = time.perf_counter()
+    ccfg = CollectConfig(
+        k=cfg.k, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed
+    )
+    collect_result = collect(model, items, ccfg, out / "responses.jsonl")
+    seconds["collect"] = time.perf_counter() - t
+
+    samples, funnel = judge_collected(load_collected(out / "responses.jsonl"))
+    samples, missing = attach_answer_text(samples)
+    funnel.span_not_found += len(missing)
+    n_pos = sum(s.label == HALLUCINATED for s in samples)
+    n_per_class = min(n_pos, len(samples) - n_pos)
+    if n_per_class < 4:
+        funnel.save(out / "funnel.json")
+        raise RuntimeError(
+            f"only {n_per_class} consistent samples in the smaller class: too few to train a "
+            f"probe (funnel: {funnel.to_dict()}); ask more questions or lower k"
+        )
+    balanced = balanced_sample(samples, n_per_class, seed=cfg.seed)
+    splits = split_samples(balanced, fractions=cfg.fractions, seed=cfg.seed)
+    split_of = {s.qid: name for name, group in splits.items() for s in group}
+
+    t = time.perf_counter()
+    store = ActivationStore(out / "store")
+    ext = extract(
+        model,
+        balanced,
+        store,
+        hl.CETTConfig(regions=("answer", "other")),
+        batch_size=cfg.batch_size,
+        splits=split_of,
+    )
+    funnel.span_not_found += ext.n_skipped
+    store.compact()
+    seconds["extract"] = time.perf_counter() - t
+    funnel.save(out / "funnel.json")
+
+    t = time.perf_counter()
+    train, val, test = store.split("train"), store.split("validation"), store.split("test")
+    path = probe_path(train, val, Cs=cfg.Cs, seed=cfg.seed, n_resamples=cfg.n_resamples)
+    probe = path.probe
+    probe.metadata_ = {"model": hl.model_identity(model), "run": cfg.to_dict()}
+    report = probe.evaluate(
+        test,
+        val_split=val,
+        train=train,
+        n_resamples=cfg.n_resamples,
+        n_random=cfg.n_random,
+        seed=cfg.seed,
+    )
+    probe.save(out / "probe")
+    path.save(out / "probe_path.json")
+    report.save(out / "report.json")
+    seconds["probe"] = time.perf_counter() - t
+
+    if len(test) < 60:
+        notes.append(
+            f"the test split has {len(test)} samples: confidence intervals are wide by design"
+        )
+    result = RunResult(
+        out_dir=out,
+        funnel=funnel,
+        n_train=len(train),
+        n_validation=len(val),
+        n_test=len(test),
+        chosen_C=float(path.points[path.chosen_index].C),
+        report=report,
+        seconds=seconds,
+        notes=notes,
+    )
+    _write_json(
+        out / "manifest.json",
+        {
+            "library_version": hl.__version__,
+            "python": platform.python_version(),
+            "config": cfg.to_dict(),
+            "model": hl.model_identity(model),
+            "collect": collect_result.to_dict(),
+            "extract": ext.to_dict(),
+            "funnel": funnel.to_dict(),
+            "splits": {k: len(v) for k, v in splits.items()},
+            "chosen_C": result.chosen_C,
+            "seconds": seconds,
+            "notes": notes,
+            "artefacts": sorted(p.name for p in out.iterdir()),
+        },
+    )
+    return result
