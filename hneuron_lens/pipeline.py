@@ -33,11 +33,11 @@ class RunConfig:
     """Model spec for :func:`hneuron_lens.load_model`."""
     device: str = "cpu"
     """Device for the model."""
-    n_questions: int | None = 300
+    n_questions: int | None = 500
     """Built-in questions to ask (seeded subset; ``None``: all of them)."""
     nonexistent: int = 40
     """Fabricated-entity questions added (any confident answer is a hallucination)."""
-    k: int = 5
+    k: int = 4
     """Sampled responses per question (the paper uses 10)."""
     max_new_tokens: int = 32
     """Most tokens per response."""
