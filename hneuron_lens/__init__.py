@@ -4,6 +4,8 @@ Data flows one way: samples -> spans -> CETT -> store -> probe -> neurons -> int
 Importing the package has no side effects (no logging set-up, no torch flags, no downloads).
 """
 
+__version__ = "0.1.0"
+
 from hneuron_lens import stats
 from hneuron_lens.cett import CETTConfig, TokenBatch, cett, collate, length_buckets
 from hneuron_lens.collect import CollectConfig, collect, judge_collected, load_collected
@@ -29,8 +31,6 @@ from hneuron_lens.pipeline import RunConfig, run_pipeline
 from hneuron_lens.probe import NeuronTable, ProbePath, ProbeReport, SparseProbe, probe_path
 from hneuron_lens.spans import SpanConfig, SpanReport, TokenizedSample, tokenize_samples
 from hneuron_lens.store import ActivationStore, ExtractReport, StoreMismatchError, extract
-
-__version__ = "0.1.0"
 
 __all__ = [
     "FAITHFUL",

@@ -37,6 +37,7 @@ from hneuron_lens.generation import (
     generate,
     has_chat_template,
 )
+from hneuron_lens.io import library_version
 
 logger = logging.getLogger(__name__)
 
@@ -198,15 +199,6 @@ class CollectResult:
         d["path"] = str(self.path)
         d["stats"] = self.stats.to_dict()
         return d
-
-
-def _library_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("hneuron-lens")
-    except Exception:  # pragma: no cover - not installed
-        return "unknown"
 
 
 def settings_for(model: Any, cfg: CollectConfig) -> dict[str, Any]:
@@ -381,7 +373,7 @@ def collect(
                 "type": "header",
                 "settings_hash": shash,
                 "settings": settings,
-                "library_version": _library_version(),
+                "library_version": library_version(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             fh.write((json.dumps(header) + "\n").encode())

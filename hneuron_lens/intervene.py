@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from torch import Tensor
 
 from hneuron_lens import hooks as _hooks
 from hneuron_lens.features import NeuronLayout
+from hneuron_lens.io import atomic_write_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -302,7 +302,7 @@ class NeuronSet:
             text = "\n".join(lines) + "\n"
         else:
             text = json.dumps(self.to_dict(), indent=1)
-        _atomic_write_text(path, text)
+        atomic_write_text(path, text)
         return path
 
     @classmethod
@@ -327,19 +327,6 @@ class NeuronSet:
             return cls.from_pairs(d, name=path.stem, meta={"source": str(path)})
         d.setdefault("name", path.stem)
         return cls.from_dict(d)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -839,7 +826,7 @@ class SweepReport:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`to_dict` as JSON (atomically)."""
         path = Path(path)
-        _atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod
@@ -1077,7 +1064,7 @@ def alpha_sweep(
             records = _run_condition(model, task, None if identity else s, alpha, scope, gen_cfg)
             if path is not None:
                 body = [header, *records, {"type": "done", "n_items": len(records)}]
-                _atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in body))
+                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in body))
         if identity:
             identity_records = records
         n_hit = 0

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from hneuron_lens.data.records import FAITHFUL, HALLUCINATED, JudgedSample, QAItem
+from hneuron_lens.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +336,9 @@ def match_aliases(response: str, aliases: Iterable[str]) -> AliasMatch | None:
             continue
         if na == norm_response:
             kind = "exact"
-        elif len(na) == 1 and f" {na} " in padded and not _standalone_case_sensitive(response, alias):
+        elif (
+            len(na) == 1 and f" {na} " in padded and not _standalone_case_sensitive(response, alias)
+        ):
             # One-character aliases (chemical symbols "S", "I", numbers "1") would otherwise match
             # the "s" of "it's" or the pronoun "I": require the alias as written, standing alone.
             kind = "substring_only"
@@ -741,7 +744,7 @@ class Funnel:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the counts as JSON (atomically: temp file then rename)."""
-        _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Funnel:
@@ -752,13 +755,6 @@ class Funnel:
         width = max(len(k) for k in d)
         num = max(len(str(v)) for v in d.values())
         return "\n".join(f"{k:<{width}}  {v:>{num}}" for k, v in d.items())
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import random
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hneuron_lens.data.records import HALLUCINATED, JudgedSample
+from hneuron_lens.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -135,12 +135,6 @@ def attach_answer_text(
     return kept, missing
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
-
-
 def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
     """Run collect -> judge -> split -> extract -> probe -> evaluate and write every artefact.
 
@@ -246,21 +240,25 @@ def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
         seconds=seconds,
         notes=notes,
     )
-    _write_json(
+    atomic_write_text(
         out / "manifest.json",
-        {
-            "library_version": hl.__version__,
-            "python": platform.python_version(),
-            "config": cfg.to_dict(),
-            "model": hl.model_identity(model),
-            "collect": collect_result.to_dict(),
-            "extract": ext.to_dict(),
-            "funnel": funnel.to_dict(),
-            "splits": {k: len(v) for k, v in splits.items()},
-            "chosen_C": result.chosen_C,
-            "seconds": seconds,
-            "notes": notes,
-            "artefacts": sorted(p.name for p in out.iterdir()),
-        },
+        json.dumps(
+            {
+                "library_version": hl.__version__,
+                "python": platform.python_version(),
+                "config": cfg.to_dict(),
+                "model": hl.model_identity(model),
+                "collect": collect_result.to_dict(),
+                "extract": ext.to_dict(),
+                "funnel": funnel.to_dict(),
+                "splits": {k: len(v) for k, v in splits.items()},
+                "chosen_C": result.chosen_C,
+                "seconds": seconds,
+                "notes": notes,
+                "artefacts": sorted(p.name for p in out.iterdir()),
+            },
+            indent=1,
+            default=str,
+        ),
     )
     return result

@@ -40,6 +40,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
+from hneuron_lens.io import atomic_write_text, library_version
+
 from .features import FeatureSplit, NeuronLayout
 from .stats import Interval, auroc, average_precision, bootstrap_cis, bootstrap_indices, cohens_d
 
@@ -62,15 +64,6 @@ logger = logging.getLogger(__name__)
 SAVE_FORMAT_VERSION = 1
 _CHUNK_ROWS = 2048
 Mode = Literal["3-vs-1", "1-vs-1"]
-
-
-def _library_version() -> str:
-    try:
-        from . import __version__  # type: ignore[attr-defined]
-
-        return str(__version__)
-    except Exception:  # noqa: BLE001 - the package may not define it yet
-        return "0.0.0"
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,7 +197,7 @@ class NeuronTable:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the table as JSON (atomically)."""
-        _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1))
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NeuronTable:
@@ -764,7 +757,7 @@ class SparseProbe(BaseEstimator):
         meta = {
             "format": "hneuron_lens.SparseProbe",
             "format_version": SAVE_FORMAT_VERSION,
-            "library_version": _library_version(),
+            "library_version": library_version(),
             "params": self.get_params(),
             "layout": self.layout_.to_dict(),
             "n_iter": self.n_iter_,
@@ -976,7 +969,7 @@ class ProbeReport:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_dict` as JSON (atomically)."""
-        _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1, default=_json_default))
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1, default=_json_default))
 
     def __str__(self) -> str:
         lines = [
@@ -1133,7 +1126,7 @@ class ProbePath:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_dict` as JSON (atomically); save ``self.probe`` separately."""
-        _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1, default=_json_default))
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1, default=_json_default))
 
     def __str__(self) -> str:
         lines = [f"ProbePath (rule={self.rule}, chosen C={self.best_C:g})"]
@@ -1435,18 +1428,6 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _replace_dir(tmp: Path, path: Path) -> None:

@@ -61,6 +61,7 @@ import torch
 
 from hneuron_lens.data.records import JudgedSample
 from hneuron_lens.features import FeatureSplit, NeuronLayout
+from hneuron_lens.io import atomic_write_text, fsync_dir, library_version
 
 try:  # POSIX advisory locks; on other platforms the store does no locking.
     import fcntl
@@ -89,49 +90,8 @@ class StoreBusyError(RuntimeError):
 # small helpers
 
 
-def library_version() -> str:
-    """The installed ``hneuron_lens`` version (``"0+unknown"`` when it cannot be found)."""
-    try:
-        from hneuron_lens import __version__  # type: ignore[attr-defined]
-
-        return str(__version__)
-    except ImportError:
-        pass
-    try:
-        from importlib.metadata import version
-
-        return version("hneuron-lens")
-    except Exception:  # noqa: BLE001 - any failure means "unknown"
-        return "0+unknown"
-
-
 def _sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not supported everywhere (Windows)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, fsync it, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _file_sha256(path: Path, block: int = 1 << 22) -> str:
@@ -695,7 +655,7 @@ class ActivationStore:
     def _write_manifest(self) -> None:
         assert self.manifest is not None
         self.path.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(self.path / "manifest.json", json.dumps(self.manifest, indent=1))
+        atomic_write_text(self.path / "manifest.json", json.dumps(self.manifest, indent=1))
 
     def _counts(self) -> dict[str, Any]:
         by_split: dict[str, int] = {}
@@ -819,7 +779,7 @@ class ActivationStore:
         directory.mkdir(parents=True, exist_ok=True)
         index = self._next_index()
         if not self._session_marker:
-            _atomic_write_text(
+            atomic_write_text(
                 self.path / "writing.json",
                 json.dumps({"pid": os.getpid(), "first_chunk": index, "started": time.time()}),
             )
@@ -843,7 +803,7 @@ class ActivationStore:
         files: dict[str, dict[str, Any]],
     ) -> None:
         manifest = self._require_manifest()
-        _fsync_dir(directory)
+        fsync_dir(directory)
         sidecar = {
             "format": STORE_FORMAT,
             "chunk": index,
@@ -859,7 +819,7 @@ class ActivationStore:
             "written": time.time(),
         }
         sidecar_path = directory / f"{index:05d}.json"
-        _atomic_write_text(sidecar_path, json.dumps(sidecar))
+        atomic_write_text(sidecar_path, json.dumps(sidecar))
         if directory == self.chunk_dir:
             chunk = _Chunk(
                 index=index,
@@ -1068,11 +1028,11 @@ class ActivationStore:
                 }
             rows = [{"id": sid, **self._meta(sid)} for sid in ids]
             self._write_sidecar(new_dir, index, rows, files)
-        _atomic_write_text(new_dir / "COMPLETE", "ok")
-        _fsync_dir(new_dir)
+        atomic_write_text(new_dir / "COMPLETE", "ok")
+        fsync_dir(new_dir)
         os.replace(self.chunk_dir, self.path / "chunks.old")
         os.replace(new_dir, self.chunk_dir)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         shutil.rmtree(self.path / "chunks.old", ignore_errors=True)
         (self.chunk_dir / "COMPLETE").unlink(missing_ok=True)
         self.refresh()
@@ -1101,7 +1061,7 @@ class ActivationStore:
             with self._writing():
                 for pos, sc in changed_chunks.items():
                     path = self.chunk_dir / f"{self._chunks[pos].index:05d}.json"
-                    _atomic_write_text(path, json.dumps(sc))
+                    atomic_write_text(path, json.dumps(sc))
         return n
 
 
