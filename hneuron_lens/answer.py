@@ -26,6 +26,7 @@ Known limitations: answers that begin like a lead-in lose it ("It Is Well with M
 from __future__ import annotations
 
 import bisect
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -34,7 +35,9 @@ from typing import Any
 from hneuron_lens.data.records import FAITHFUL, HALLUCINATED
 from hneuron_lens.judge import _ARTICLES, normalize_words, word_spans
 
-METHODS = ("alias", "alias_substring", "phrase")
+logger = logging.getLogger(__name__)
+
+METHODS = ("alias", "alias_substring", "phrase", "llm")
 
 DEFAULT_LEAD_PATTERNS: tuple[str, ...] = (
     r"[-+*\u2022]\s+",
@@ -117,7 +120,7 @@ class AnswerLocation:
     text: str
     """``response[start:end]``."""
     method: str
-    """``"alias"``, ``"alias_substring"`` or ``"phrase"``."""
+    """``"alias"``, ``"alias_substring"``, ``"phrase"`` or ``"llm"`` (:class:`LLMSpanTagger`)."""
     matched_alias: str | None = None
     """The alias found (alias methods only)."""
 
@@ -391,3 +394,97 @@ def locate_answer_text(
         if found is not None or not fallback:
             return found
     return extract_phrase(response, cfg)
+
+
+# --------------------------------------------------------------------------------------------
+# Optional LLM span tagger (the paper located answer tokens with GPT-4o)
+# --------------------------------------------------------------------------------------------
+
+SPAN_PROMPTS: dict[str, str] = {
+    "v1": (
+        "Below are a QUESTION and a model's RESPONSE. Copy, character for character, the shortest "
+        "contiguous part of the RESPONSE that states the answer to the QUESTION. Reply with that "
+        "text only, without quotes or comments, or with NONE if the response states no answer.\n"
+        "QUESTION: {question}\nRESPONSE: {response}"
+    ),
+}
+"""Versioned span-tagging prompts; the version is part of every tagger's settings."""
+
+_QUOTES = {'"': '"', "'": "'", "`": "`", "“": "”", "‘": "’"}
+
+
+class UnparseableSpan(ValueError):
+    """The tagger's reply is not one contiguous substring of the response (nor NONE)."""
+
+
+def parse_span_reply(reply: str, response: str) -> tuple[int, int] | None:
+    """Strict parser: the reply must be NONE or an exact, contiguous substring of ``response``.
+
+    One pair of surrounding quotes and surrounding whitespace are removed; nothing else is
+    forgiven (no case folding, no partial matches, no multi-line replies). The first occurrence
+    is used.
+
+    Raises:
+        UnparseableSpan: empty, multi-line, or not found verbatim in the response.
+
+    Example:
+        >>> parse_span_reply('"Paris"', "It is Paris.")
+        (6, 11)
+        >>> parse_span_reply("NONE", "I don't know.") is None
+        True
+    """
+    text = reply.strip()
+    if len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
+        text = text[1:-1].strip()
+    if text.upper().rstrip(".") == "NONE":
+        return None
+    if not text or "\n" in text:
+        raise UnparseableSpan(f"reply is empty or spans several lines: {reply!r}")
+    i = response.find(text)
+    if i < 0:
+        raise UnparseableSpan(f"reply is not a contiguous substring of the response: {reply!r}")
+    return i, i + len(text)
+
+
+class LLMSpanTagger:
+    """Locate the answer phrase with an LLM behind an OpenAI-compatible endpoint (off by default).
+
+    Transport, retries and API-key handling are :class:`~hneuron_lens.judge.LLMJudge`'s (the key is
+    read from ``api_key_env`` at call time and never stored). Replies go through
+    :func:`parse_span_reply`; ``n_unparseable`` counts the replies it refused.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        prompt_version: str = "v1",
+        max_retries: int = 3,
+        timeout: float = 30.0,
+    ) -> None:
+        from hneuron_lens.judge import LLMJudge
+
+        if prompt_version not in SPAN_PROMPTS:
+            raise ValueError(
+                f"unknown span prompt version {prompt_version!r}; have {sorted(SPAN_PROMPTS)}"
+            )
+        self.prompt_version = prompt_version
+        self.n_unparseable = 0
+        self._client = LLMJudge(
+            base_url, model, api_key_env=api_key_env, max_retries=max_retries, timeout=timeout
+        )
+
+    def tag(self, question: str, response: str) -> AnswerLocation | None:
+        """The answer's location in ``response``; ``None`` for NONE or an unparseable reply."""
+        prompt = SPAN_PROMPTS[self.prompt_version].format(question=question, response=response)
+        reply = self._client._complete([{"role": "user", "content": prompt}])
+        try:
+            span = parse_span_reply(reply, response)
+        except UnparseableSpan as err:
+            self.n_unparseable += 1
+            logger.warning("LLM span tagger: %s", err)
+            return None
+        if span is None:
+            return None
+        return AnswerLocation(span[0], span[1], response[span[0] : span[1]], "llm")

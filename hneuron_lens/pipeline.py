@@ -114,11 +114,13 @@ class RunResult:
 
 
 def attach_answer_text(
-    samples: list[JudgedSample],
+    samples: list[JudgedSample], tagger: Any = None
 ) -> tuple[list[JudgedSample], list[tuple[str, str]]]:
     """Fill ``answer_text`` from the aliases (correct) or the shortest answer phrase (hallucinated).
 
-    Returns the samples that got one and ``(qid, reason)`` for those that did not.
+    With ``tagger`` (an :class:`~hneuron_lens.answer.LLMSpanTagger`) the LLM's span is tried first
+    and the rules are the fallback. Returns the samples that got one and ``(qid, reason)`` for
+    those that did not.
     """
     from hneuron_lens.answer import locate_answer_text
 
@@ -127,7 +129,9 @@ def attach_answer_text(
         if s.answer_text:
             kept.append(s)
             continue
-        loc = locate_answer_text(s.response, s.aliases, s.label)
+        loc = tagger.tag(s.question, s.response) if tagger is not None else None
+        if loc is None:
+            loc = locate_answer_text(s.response, s.aliases, s.label)
         if loc is None:
             missing.append((s.qid, "answer phrase not found in response"))
             continue
