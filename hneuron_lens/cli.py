@@ -50,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hneuron_lens.pipeline import RunConfig, run_pipeline
 
     overrides: dict[str, Any] = {"model": args.model, "device": args.device, "seed": args.seed}
-    for name in ("out_dir", "n_questions", "k", "max_new_tokens", "batch_size"):
+    for name in ("out_dir", "questions", "n_questions", "k", "max_new_tokens", "batch_size"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(r)
     r.add_argument("--quick", action="store_true", help="small settings (under 3 minutes on CPU)")
     r.add_argument("--out-dir", dest="out_dir", default=None)
+    r.add_argument(
+        "--questions", default=None, help="'builtin' (default) or an open-QA/consistency file"
+    )
     r.add_argument("--n-questions", type=int, default=None)
     r.add_argument("--k", type=int, default=None)
     r.add_argument("--max-new-tokens", type=int, default=None)

@@ -33,6 +33,9 @@ class RunConfig:
     """Model spec for :func:`hneuron_lens.load_model`."""
     device: str = "cpu"
     """Device for the model."""
+    questions: str = "builtin"
+    """``"builtin"`` (the built-in set plus fabricated entities) or an open-QA / consistency file
+    (e.g. ``../shared/data/triviaqa/gemma3_4b_it_consistency_samples.jsonl``)."""
     n_questions: int | None = 500
     """Built-in questions to ask (seeded subset; ``None``: all of them)."""
     nonexistent: int = 40
@@ -168,11 +171,21 @@ def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
     seconds["load model"] = time.perf_counter() - t
 
     rng = random.Random(cfg.seed)
-    items = builtin_qa()
+    if cfg.questions == "builtin":
+        items = builtin_qa()
+    else:
+        from hneuron_lens.collect import PAPER_SUFFIX
+        from hneuron_lens.data.loaders import load_qa
+
+        items, load_report = load_qa(cfg.questions)
+        notes.append(str(load_report))
+        # Released question files may already carry the collection suffix: do not add it twice.
+        items = [replace(i, question=i.question.removesuffix(PAPER_SUFFIX).strip()) for i in items]
     if cfg.n_questions is not None and cfg.n_questions < len(items):
         items = rng.sample(items, cfg.n_questions)
-    fabricated = builtin_nonexistent()
-    items += rng.sample(fabricated, min(cfg.nonexistent, len(fabricated)))
+    if cfg.questions == "builtin":
+        fabricated = builtin_nonexistent()
+        items += rng.sample(fabricated, min(cfg.nonexistent, len(fabricated)))
 
     t = time.perf_counter()
     ccfg = CollectConfig(

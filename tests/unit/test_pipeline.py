@@ -34,3 +34,21 @@ def test_config_validation():
     with pytest.raises(ValueError):
         RunConfig(fractions=(0.5, 0.5, 0.5))
     assert RunConfig.quick().k == 2
+
+
+def test_questions_from_a_file_lose_a_repeated_suffix(tiny, tmp_path):
+    from hneuron_lens.collect import PAPER_SUFFIX, load_collected
+
+    path = tmp_path / "qa.jsonl"
+    path.write_text(
+        "\n".join(
+            json.dumps({"question": f"Question number {i}? {PAPER_SUFFIX}", "answer": [f"A{i}"]})
+            for i in range(4)
+        )
+    )
+    cfg = RunConfig(out_dir=str(tmp_path / "run"), questions=str(path), k=1, max_new_tokens=2)
+    with pytest.raises(RuntimeError, match="too few"):
+        run_pipeline(cfg, model=tiny("llama"))
+    collected = load_collected(tmp_path / "run" / "responses.jsonl")
+    assert len(collected) == 4
+    assert all(not q.question.endswith(PAPER_SUFFIX) for q in collected.values())
