@@ -22,6 +22,10 @@ from hneuron_lens.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
+MIN_PER_CLASS = 10
+"""Fewer consistent samples per class than this and the run stops before training: with the
+default 60/20/20 split the test set would hold fewer than two samples per class."""
+
 
 @dataclass
 class RunConfig:
@@ -37,7 +41,7 @@ class RunConfig:
     """``"builtin"`` (the built-in set plus fabricated entities) or an open-QA / consistency file
     (e.g. ``../shared/data/triviaqa/gemma3_4b_it_consistency_samples.jsonl``)."""
     n_questions: int | None = 500
-    """Built-in questions to ask (seeded subset; ``None``: all of them)."""
+    """Questions to ask (a seeded subset; ``None``: all of them)."""
     nonexistent: int = 40
     """Fabricated-entity questions added (any confident answer is a hallucination)."""
     k: int = 4
@@ -199,7 +203,7 @@ def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
     funnel.span_not_found += len(missing)
     n_pos = sum(s.label == HALLUCINATED for s in samples)
     n_per_class = min(n_pos, len(samples) - n_pos)
-    if n_per_class < 4:
+    if n_per_class < MIN_PER_CLASS:
         funnel.save(out / "funnel.json")
         raise RuntimeError(
             f"only {n_per_class} consistent samples in the smaller class: too few to train a "

@@ -1392,7 +1392,10 @@ def _single_neuron_stats(
     )
     y = labels.astype(bool)
     aucs = np.array([auroc(y, cols[:, j]) for j in range(cols.shape[1])])
-    d = cohens_d(cols[y], cols[~y]) if len(h) else np.zeros(0)
+    if len(h) and min(int(y.sum()), int((~y).sum())) >= 2:
+        d = cohens_d(cols[y], cols[~y])
+    else:  # Cohen's d needs two values per class: undefined on a tiny evaluation set
+        d = np.full(len(h), np.nan)
     return NeuronStatsTable(
         h.layer, h.neuron, h.weight, aucs, np.atleast_1d(np.asarray(d, dtype=np.float64))
     )

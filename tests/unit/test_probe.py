@@ -289,3 +289,21 @@ def test_intercept_scaling_removes_spurious_negative_weights(train: FeatureSplit
     assert len(default.negative_neurons) > 20  # liblinear's penalised intercept at work
     assert len(scaled.negative_neurons) < 5
     assert set(scaled.h_neurons) == set(default.h_neurons) == set(PLANTED)
+
+
+def test_evaluate_on_a_tiny_test_set_gives_nan_effect_sizes():
+    """One sample per class: Cohen's d is undefined and reported as NaN, not an error."""
+    import numpy as np
+
+    from hneuron_lens.features import FeatureSplit
+    from hneuron_lens.probe import SparseProbe
+
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 20)
+    x = rng.gamma(2.0, 0.01, size=(40, 16)).astype(np.float32)
+    x[y == 1, 2] += 0.1
+    train = FeatureSplit.from_arrays({"answer": x, "other": x[::-1].copy()}, y)
+    probe = SparseProbe(C=10.0).fit(train)
+    test = FeatureSplit.from_arrays({"answer": x[:2], "other": x[:2]}, y[:2])
+    report = probe.evaluate(test, n_random=0, n_resamples=20)
+    assert len(report.neuron_stats) > 0 and np.isnan(report.neuron_stats.cohens_d).all()
