@@ -232,7 +232,8 @@ def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
     train, val, test = store.split("train"), store.split("validation"), store.split("test")
     path = probe_path(train, val, Cs=cfg.Cs, seed=cfg.seed, n_resamples=cfg.n_resamples)
     probe = path.probe
-    probe.metadata_ = {"model": hl.model_identity(model), "run": cfg.to_dict()}
+    identity = hl.model_identity(model)  # hashes every W_out: compute once
+    probe.metadata_ = {"model": identity, "run": cfg.to_dict()}
     report = probe.evaluate(
         test,
         val_split=val,
@@ -268,7 +269,7 @@ def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
                 "library_version": hl.__version__,
                 "python": platform.python_version(),
                 "config": cfg.to_dict(),
-                "model": hl.model_identity(model),
+                "model": identity,
                 "collect": collect_result.to_dict(),
                 "extract": ext.to_dict(),
                 "funnel": funnel.to_dict(),
