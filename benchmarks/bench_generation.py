@@ -3,19 +3,31 @@
 
 tokens/s = generated tokens (stop tokens excluded) per second of wall time, prompt pass included.
 
+``--intervene K`` adds the cost of :class:`hneuron_lens.HookedIntervention` on K random neurons
+(seeded, spread over the layers): each batch size is timed without hooks, with the hooks installed
+at a factor of 1 + 1e-6 (every hooked activation is rewritten, yet greedy decoding emits the same
+tokens, so the two timings compare like with like; the script checks the tokens agree), and at
+alpha = 3 (a real intervention; tokens/s only, since the outputs differ). Conditions are
+interleaved over ``--repeats`` rounds and the median is reported, so load drift hits all alike.
+
     OMP_NUM_THREADS=1 python benchmarks/bench_generation.py                 # default model, CPU
+    python benchmarks/bench_generation.py --intervene 30 --repeats 3      # hook overhead
     python benchmarks/bench_generation.py --device cuda --n 64 --batch-sizes 1 16 64
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import statistics
 import time
+from typing import Any
 
 import torch
 
 from hneuron_lens.generation import GenerationConfig, build_prompt_ids, generate
+from hneuron_lens.intervene import HookedIntervention, NeuronSet
 from hneuron_lens.models import load_model
 
 QUESTIONS = [
@@ -63,6 +75,10 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 1])
     ap.add_argument("--bridge", action="store_true", help="also time model.generate, batch 1")
+    ap.add_argument(
+        "--intervene", type=int, default=0, help="also time HookedIntervention on K neurons"
+    )
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved rounds (median)")
     args = ap.parse_args()
 
     model = load_model(args.model, device=args.device)
@@ -70,24 +86,44 @@ def main() -> None:
     prompts = [build_prompt_ids(model.tokenizer, q, suffix=SUFFIX) for q in qs]
     rows = []
     outputs = {}
+    neurons = NeuronSet.random(model, args.intervene, seed=0) if args.intervene else None
+    conditions: dict[str, Any] = {"no hooks": None}
+    if neurons is not None:
+        k = len(neurons)
+        conditions["hooks, factor 1+1e-6"] = lambda: HookedIntervention(
+            model, neurons, alphas=[1.0 + 1e-6] * k
+        )
+        conditions["hooks, alpha 3"] = lambda: HookedIntervention(model, neurons, alpha=3.0)
+        print(f"intervention: {k} random neurons over {len(neurons.layer_counts())} layers")
     for bs in args.batch_sizes:
         cfg = GenerationConfig(
             max_new_tokens=args.max_new_tokens, do_sample=False, batch_size=bs, progress=False
         )
         generate(model, prompts[:2], cfg)  # warm-up
-        t0 = time.perf_counter()
-        gens = generate(model, prompts, cfg)
-        dt = time.perf_counter() - t0
-        n_tok = sum(len(g.output_ids) for g in gens)
-        outputs[bs] = [g.output_ids for g in gens]
-        rows.append(
-            {
-                "method": f"generate batch {bs}",
-                "seconds": dt,
-                "tokens": n_tok,
-                "tok_per_s": n_tok / dt,
-            }
-        )
+        seconds: dict[str, list[float]] = {name: [] for name in conditions}
+        tokens: dict[str, list[int]] = {name: [] for name in conditions}
+        for _ in range(args.repeats):
+            for name, make in conditions.items():
+                with make() if make is not None else contextlib.nullcontext():
+                    t0 = time.perf_counter()
+                    gens = generate(model, prompts, cfg)
+                    seconds[name].append(time.perf_counter() - t0)
+                tokens[name].append(sum(len(g.output_ids) for g in gens))
+                if name != "hooks, alpha 3":  # its outputs differ by design
+                    outputs[(bs, name)] = [g.output_ids for g in gens]
+        base = statistics.median(seconds["no hooks"]) / statistics.median(tokens["no hooks"])
+        for name in conditions:
+            dt, n_tok = statistics.median(seconds[name]), int(statistics.median(tokens[name]))
+            rows.append(
+                {
+                    "method": f"generate batch {bs}" + ("" if name == "no hooks" else f", {name}"),
+                    "seconds": dt,
+                    "tokens": n_tok,
+                    "tok_per_s": n_tok / dt,
+                    # time per generated token relative to no hooks at this batch size
+                    "overhead": (dt / n_tok) / base - 1.0,
+                }
+            )
     if args.bridge:
         stop = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
         t0 = time.perf_counter()
@@ -113,10 +149,12 @@ def main() -> None:
         )
     same = len({tuple(map(tuple, v)) for v in outputs.values()}) == 1
     for r in rows:
+        over = f"  {100 * r['overhead']:+5.1f}% s/token" if "overhead" in r else ""
         print(
-            f"{r['method']:<26} {r['seconds']:8.2f} s {r['tokens']:6d} tok {r['tok_per_s']:8.1f} tok/s"
+            f"{r['method']:<46} {r['seconds']:8.2f} s {r['tokens']:6d} tok "
+            f"{r['tok_per_s']:8.1f} tok/s{over}"
         )
-    print(f"identical greedy outputs across batch sizes: {same}")
+    print(f"identical greedy outputs across batch sizes (and with the 1+1e-6 hooks): {same}")
     print(json.dumps({"rows": rows, "identical": same, "threads": torch.get_num_threads()}))
 
 

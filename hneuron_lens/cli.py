@@ -177,12 +177,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_task(name: str, data: str | None, limit: int | None = None) -> Any:
-    """Build a task by name from its data file (``builtin`` for ``qa`` / ``sycophancy``)."""
+def excluded_questions(path: str | Path) -> tuple[set[str], set[str]]:
+    """Question ids and normalised question texts to keep out of a task.
+
+    ``path`` is a collection file (``responses.jsonl`` of ``hneuron-lens run`` / ``collect``:
+    the questions a probe was trained on) or a text file with one question id per line.
+    """
+    from hneuron_lens.collect import load_collected
+    from hneuron_lens.data.splits import normalize_question
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--exclude: {path} not found")
+    if path.suffix == ".jsonl":
+        collected = load_collected(path)
+        return set(collected), {normalize_question(c.question) for c in collected.values()}
+    ids = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    return ids, set()
+
+
+def make_task(
+    name: str,
+    data: str | None,
+    limit: int | None = None,
+    exclude: str | Path | None = None,
+    seed: int = 0,
+) -> Any:
+    """Build a task by name from its data file (``builtin`` for ``qa`` / ``sycophancy``).
+
+    For ``qa`` / ``sycophancy``, ``exclude`` drops questions listed in a collection file or an
+    id list (matched by id and by normalised question text), so a causal run can use questions
+    the probe never saw; the number dropped is printed. ``limit`` then keeps the first ``limit``
+    items of a file, or a seeded random ``limit`` of the built-in set (which is ordered by topic).
+    """
+    import random
+
     from hneuron_lens import tasks
 
     if name in ("qa", "sycophancy"):
-        if data in (None, "builtin"):
+        builtin = data in (None, "builtin")
+        if builtin:
             from hneuron_lens.data.builtin import builtin_qa
 
             items = builtin_qa()
@@ -191,8 +225,25 @@ def make_task(name: str, data: str | None, limit: int | None = None) -> Any:
 
             items, report = load_qa(data)
             _emit(str(report))
-        items = items[:limit] if limit else items
+        if exclude is not None:
+            from hneuron_lens.data.splits import normalize_question
+
+            ids, questions = excluded_questions(exclude)
+            kept = [
+                i
+                for i in items
+                if i.qid not in ids and normalize_question(i.question) not in questions
+            ]
+            _emit(f"--exclude {exclude}: dropped {len(items) - len(kept)} of {len(items)} items")
+            items = kept
+        if limit and builtin and limit < len(items):
+            chosen = set(random.Random(seed).sample(range(len(items)), limit))
+            items = [it for j, it in enumerate(items) if j in chosen]
+        elif limit:
+            items = items[:limit]
         return tasks.QATask(items) if name == "qa" else tasks.SycophancyTask(items)
+    if exclude is not None:
+        raise ValueError(f"--exclude works with the qa and sycophancy tasks, not {name!r}")
     if data is None:
         raise ValueError(
             f"task {name!r} needs --data (see ../shared/data/README.md for public files)"
@@ -215,7 +266,7 @@ def cmd_intervene(args: argparse.Namespace) -> int:
         raise ValueError("give exactly one of --probe DIR or --neurons FILE")
     source = SparseProbe.load(args.probe).h_neurons if args.probe else args.neurons
     neurons = NeuronSet.coerce(source, name="h_neurons")
-    task = make_task(args.task, args.data, limit=args.limit)
+    task = make_task(args.task, args.data, limit=args.limit, exclude=args.exclude, seed=args.seed)
     model = _load_model(args)
     gen = GenerationConfig(
         max_new_tokens=args.max_new_tokens, do_sample=False, batch_size=args.batch_size
@@ -340,7 +391,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--task", required=True, choices=["falseqa", "faitheval", "sycophancy", "jailbreak", "qa"]
     )
     i.add_argument("--data", default=None, help="task file ('builtin' for qa/sycophancy)")
-    i.add_argument("--limit", type=int, default=None)
+    i.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="first N items of a file; a seeded random N of the built-in set",
+    )
+    i.add_argument(
+        "--exclude",
+        default=None,
+        help="qa/sycophancy: drop the questions of this responses.jsonl (or id list), e.g. the "
+        "run the probe was trained on",
+    )
     i.add_argument("--alphas", default="0,0.5,1,1.5,2,2.5,3")
     i.add_argument("--controls", type=int, default=5)
     i.add_argument("--max-new-tokens", type=int, default=48)

@@ -78,3 +78,52 @@ def test_make_task_builtin_and_errors():
     assert len(task.items) == 5
     with pytest.raises(ValueError, match="needs --data"):
         make_task("falseqa", None)
+
+
+def test_make_task_exclude_drops_trained_questions(tmp_path, capsys):
+    from hneuron_lens.data.builtin import builtin_qa
+
+    items = builtin_qa()
+    trained = items[:3]
+    same_text = items[3]
+    lines = [{"type": "header", "settings": {}}]
+    lines += [
+        {"type": "question", "qid": it.qid, "question": it.question, "responses": ["x"]}
+        for it in trained
+    ]
+    # a question under another id with the same normalised text is dropped too
+    lines.append(
+        {
+            "type": "question",
+            "qid": "other-id",
+            "question": "  " + same_text.question.upper(),
+            "responses": ["x"],
+        }
+    )
+    path = tmp_path / "responses.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    task = make_task("qa", "builtin", exclude=path)
+    kept = {it.qid for it in task.items}
+    assert not kept & {it.qid for it in trained} and same_text.qid not in kept
+    assert len(task.items) == len([i for i in items if i.kind == "qa" and i.aliases]) - 4
+    assert "dropped 4 of" in capsys.readouterr().out
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"{items[10].qid}\n\n{items[11].qid}\n")
+    task = make_task("qa", "builtin", exclude=ids)
+    assert {items[10].qid, items[11].qid}.isdisjoint(it.qid for it in task.items)
+
+    with pytest.raises(ValueError, match="--exclude works with the qa"):
+        make_task("falseqa", "x.csv", exclude=ids)
+    with pytest.raises(FileNotFoundError, match="--exclude"):
+        make_task("qa", "builtin", exclude=tmp_path / "missing.jsonl")
+
+
+def test_make_task_builtin_limit_is_a_seeded_sample_across_topics():
+    a = make_task("qa", "builtin", limit=40, seed=1)
+    b = make_task("qa", "builtin", limit=40, seed=1)
+    c = make_task("qa", "builtin", limit=40, seed=2)
+    assert [i.qid for i in a.items] == [i.qid for i in b.items]
+    assert [i.qid for i in a.items] != [i.qid for i in c.items]
+    topics = {i.qid.rsplit("-", 1)[0] for i in a.items}
+    assert len(topics) > 3
