@@ -233,7 +233,7 @@ def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
     path = probe_path(train, val, Cs=cfg.Cs, seed=cfg.seed, n_resamples=cfg.n_resamples)
     probe = path.probe
     identity = hl.model_identity(model)  # hashes every W_out: compute once
-    probe.metadata_ = {"model": identity, "run": cfg.to_dict()}
+    probe.metadata_.update({"model": identity, "run": cfg.to_dict()})
     report = probe.evaluate(
         test,
         val_split=val,

@@ -303,6 +303,16 @@ def _array_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _record_feature_provenance(probe: Any, split: FeatureSplit) -> None:
+    """Keep how a store split's features were made (CETT / span config, model) in the probe's
+    metadata, so ``score_on(model, samples)`` computes new features the same way."""
+    store_fp = split.meta.get("fingerprint")
+    if isinstance(store_fp, dict) and "cett_config" in store_fp:
+        probe.metadata_["features"] = {
+            k: store_fp.get(k) for k in ("cett_config", "span_config", "model")
+        }
+
+
 class SparseProbe(BaseEstimator):
     """L1 (or L2) logistic-regression probe over flattened CETT features.
 
@@ -436,6 +446,8 @@ class SparseProbe(BaseEstimator):
             fingerprint = _array_fingerprint(xm, ym)
         self._fit_matrix(xm, ym, lay, copy=not isinstance(X, FeatureSplit))
         self.train_fingerprint_ = fingerprint
+        if isinstance(X, FeatureSplit):
+            _record_feature_provenance(self, X)
         return self
 
     def _fit_matrix(
@@ -553,14 +565,83 @@ class SparseProbe(BaseEstimator):
         labels = _labels_for(X, y)
         return float(np.mean(self.predict(X) == labels))
 
-    def score_on(self, split: FeatureSplit) -> np.ndarray:
-        """Hallucination probabilities for a split's answer vectors, after checking the layout.
+    def score_on(
+        self,
+        data: Any,
+        samples: Sequence[Any] | None = None,
+        *,
+        cett_cfg: Any | None = None,
+        span_cfg: Any | None = None,
+        batch_size: int = 16,
+        progress: bool = True,
+    ) -> np.ndarray:
+        """Hallucination probabilities for new data, after checking the layout.
 
-        Use this to apply a saved probe to features extracted from another model (e.g. the base
-        checkpoint in the origin analysis).
+        Two forms:
+
+        - ``score_on(split)``: a :class:`FeatureSplit` (e.g. from another store); returns
+          ``[n_samples]`` probabilities of its answer vectors.
+        - ``score_on(model, samples)``: a ``TransformerBridge`` of the same shape (this model,
+          another checkpoint of it, the base model of an instruct model...) and judged samples
+          (:class:`~hneuron_lens.data.JudgedSample`, labels unused). CETT features of the answer
+          region are computed in memory (:func:`hneuron_lens.store.compute_features`) with the
+          CETT and span configs the probe was trained with (recorded when it was fitted from an
+          :class:`~hneuron_lens.store.ActivationStore` split; else the defaults, or pass
+          ``cett_cfg`` / ``span_cfg``). Returns ``[len(samples)]`` probabilities, ``NaN`` for
+          samples whose answer span could not be located (counted in a warning with reasons).
+
+        Raises:
+            ValueError: the model's or split's neuron layout differs from the probe's.
         """
         self._check_fitted()
-        return self.predict_proba(split)[:, 1]
+        if isinstance(data, FeatureSplit):
+            if samples is not None:
+                raise ValueError("score_on(split) takes no samples")
+            self.check_compatible(data)
+            return self.predict_proba(data)[:, 1]
+        if samples is None:
+            raise ValueError("score_on(model, samples): samples are required with a model")
+        from hneuron_lens.cett import CETTConfig
+        from hneuron_lens.models import neuron_sites
+        from hneuron_lens.spans import SpanConfig
+        from hneuron_lens.store import compute_features
+
+        self.check_compatible(NeuronLayout(tuple(s.d_mlp for s in neuron_sites(data))))
+        recorded = self.metadata_.get("features") or {}
+        if cett_cfg is None:
+            cett_cfg = (
+                CETTConfig.from_dict(recorded["cett_config"])
+                if recorded.get("cett_config")
+                else CETTConfig()
+            )
+        if span_cfg is None:
+            span_cfg = (
+                SpanConfig.from_dict(recorded["span_config"])
+                if recorded.get("span_config")
+                else SpanConfig()
+            )
+        cett_cfg = CETTConfig.from_dict({**cett_cfg.to_dict(), "regions": ("answer",)})
+        split, report = compute_features(
+            data, samples, cett_cfg, span_cfg=span_cfg, batch_size=batch_size, progress=progress
+        )
+        out = np.full(len(samples), np.nan)
+        if split.ids:
+            probs = self.predict_proba(split)[:, 1]
+            row = {sid: i for i, sid in enumerate(split.ids)}
+            for i, s in enumerate(samples):
+                if s.qid in row:
+                    out[i] = probs[row[s.qid]]
+        if report.n_skipped:
+            reasons: dict[str, int] = {}
+            for _, why in report.skipped:
+                reasons[why.split(":")[0]] = reasons.get(why.split(":")[0], 0) + 1
+            logger.warning(
+                "score_on: %d of %d samples have no located answer span (NaN): %s",
+                report.n_skipped,
+                len(samples),
+                reasons,
+            )
+        return out
 
     def check_compatible(self, layout: NeuronLayout | FeatureSplit) -> None:
         """Raise ``ValueError`` (naming both shapes) when ``layout`` differs from the probe's."""
@@ -1252,6 +1333,7 @@ def probe_path(
             probe.mean_, probe.scale_ = mean, scale
         probe.train_fingerprint_ = fingerprint
         probe._train_ref = train_split
+        _record_feature_provenance(probe, train_split)
         scores = probe.decision_function(val_split)
         cis = bootstrap_cis(
             {"accuracy": lambda y, s: float(np.mean((s > 0) == y)), "auroc": auroc},

@@ -1230,31 +1230,11 @@ def extract(
         if t.sample_id not in by_id:
             raise RuntimeError(f"tokenize_samples returned an unknown sample id {t.sample_id!r}")
     todo_total = sum(1 for t in tokenized if t.sample_id not in store)
-    buckets = cett_mod.length_buckets(tokenized, batch_size)
-    pad_id = _pad_id(tokenizer)
-    try:
-        device = next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        device = None
-
     bar = tqdm(total=todo_total, disable=not progress, unit="sample", desc="extract CETT")
     try:
-        for bucket in buckets:
-            batch_samples = [tokenized[i] for i in bucket]
-            keep = [k for k, t in enumerate(batch_samples) if t.sample_id not in store]
-            if not keep:
-                continue
-            batch = cett_mod.collate(
-                batch_samples, pad_id, regions, padding_side="left", device=device
-            )
-            with torch.no_grad():
-                out = cett_mod.cett(model, batch, cfg, sites=sites)
-            keep_t = torch.as_tensor(keep, dtype=torch.long)
-            feats = {
-                r: layout.flatten(out[r].detach().to("cpu", torch.float32)[keep_t]).numpy()
-                for r in regions
-            }
-            ids = [batch_samples[k].sample_id for k in keep]
+        batches = _cett_batches(model, tokenized, cfg, sites, batch_size, skip=store.__contains__)
+        for batch_samples, feats in batches:
+            ids = [t.sample_id for t in batch_samples]
             store.write_batch(
                 ids,
                 [int(by_id[i].label) for i in ids],
@@ -1262,9 +1242,8 @@ def extract(
                 feats,
                 sample_hashes=[hashes[i] for i in ids],
             )
-            for k in keep:
-                method = batch_samples[k].span_method
-                report.span_methods[method] = report.span_methods.get(method, 0) + 1
+            for t in batch_samples:
+                report.span_methods[t.span_method] = report.span_methods.get(t.span_method, 0) + 1
             report.n_extracted += len(ids)
             bar.update(len(ids))
     finally:
@@ -1274,3 +1253,107 @@ def extract(
     report.samples_per_s = report.n_extracted / report.seconds if report.seconds > 0 else 0.0
     logger.info("%s", report)
     return report
+
+
+def _cett_batches(
+    model: Any,
+    tokenized: list[Any],
+    cfg: Any,
+    sites: list[Any],
+    batch_size: int,
+    skip: Any = None,
+) -> Iterable[tuple[list[Any], dict[str, np.ndarray]]]:
+    """Run the CETT engine over length buckets of ``tokenized`` samples.
+
+    Yields ``(samples, {region: float32 [n, n_features]})`` per batch, leaving out samples for
+    which ``skip(sample_id)`` is true (a batch whose samples are all skipped is not run). Buckets
+    are formed over *all* samples, so the values do not depend on what was skipped.
+    """
+    cett_mod = importlib.import_module("hneuron_lens.cett")
+    layout = NeuronLayout(tuple(s.d_mlp for s in sites))
+    regions = tuple(cfg.regions)
+    pad_id = _pad_id(model.tokenizer)
+    try:
+        device = next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        device = None
+    for bucket in cett_mod.length_buckets(tokenized, batch_size):
+        batch_samples = [tokenized[i] for i in bucket]
+        keep = [k for k, t in enumerate(batch_samples) if skip is None or not skip(t.sample_id)]
+        if not keep:
+            continue
+        batch = cett_mod.collate(batch_samples, pad_id, regions, padding_side="left", device=device)
+        with torch.no_grad():
+            out = cett_mod.cett(model, batch, cfg, sites=sites)
+        keep_t = torch.as_tensor(keep, dtype=torch.long)
+        feats = {
+            r: layout.flatten(out[r].detach().to("cpu", torch.float32)[keep_t]).numpy()
+            for r in regions
+        }
+        yield [batch_samples[k] for k in keep], feats
+
+
+def compute_features(
+    model: Any,
+    samples: Sequence[JudgedSample],
+    cfg: Any | None = None,
+    *,
+    span_cfg: Any | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> tuple[FeatureSplit, ExtractReport]:
+    """CETT features of ``samples`` in memory (no store): what :func:`extract` would write.
+
+    For scoring a few hundred samples with a saved probe; use :func:`extract` and an
+    :class:`ActivationStore` for anything larger or worth keeping.
+
+    Returns:
+        A :class:`~hneuron_lens.features.FeatureSplit` (``features[region]`` float32
+        ``[n_located, n_features]``, rows in the order of ``samples``, samples whose answer span
+        could not be located left out) and an :class:`ExtractReport` listing those skipped, with
+        the reason.
+    """
+    from tqdm.auto import tqdm
+
+    from hneuron_lens.models import neuron_sites
+
+    cett_mod = importlib.import_module("hneuron_lens.cett")
+    spans_mod = importlib.import_module("hneuron_lens.spans")
+    t0 = time.perf_counter()
+    cfg = cfg if cfg is not None else cett_mod.CETTConfig()
+    span_cfg = span_cfg if span_cfg is not None else spans_mod.SpanConfig()
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    sites = neuron_sites(model)
+    layout = NeuronLayout(tuple(s.d_mlp for s in sites))
+    tokenized, span_report = spans_mod.tokenize_samples(model.tokenizer, list(samples), span_cfg)
+    report = ExtractReport(
+        n_requested=len(samples), n_cached=0, n_extracted=0, n_skipped=0, store=""
+    )
+    report.skipped = [(str(a), str(b)) for a, b in span_report.skipped]
+    report.n_skipped = len(report.skipped)
+    rows: dict[str, dict[str, np.ndarray]] = {}
+    with tqdm(total=len(tokenized), disable=not progress, unit="sample", desc="CETT") as bar:
+        for batch_samples, feats in _cett_batches(model, tokenized, cfg, sites, batch_size):
+            for k, t in enumerate(batch_samples):
+                rows[t.sample_id] = {r: feats[r][k] for r in feats}
+                report.span_methods[t.span_method] = report.span_methods.get(t.span_method, 0) + 1
+            bar.update(len(batch_samples))
+    located = [s for s in samples if s.qid in rows]
+    report.n_extracted = len(located)
+    n_features = layout.n_features
+    features = {
+        r: np.stack([rows[s.qid][r] for s in located])
+        if located
+        else np.zeros((0, n_features), np.float32)
+        for r in cfg.regions
+    }
+    split = FeatureSplit(
+        features,
+        np.asarray([int(s.label) for s in located], dtype=np.int64),
+        [s.qid for s in located],
+        layout,
+    )
+    report.seconds = time.perf_counter() - t0
+    report.samples_per_s = report.n_extracted / report.seconds if report.seconds > 0 else 0.0
+    return split, report

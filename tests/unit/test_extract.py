@@ -249,3 +249,56 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert not (killed / "writing.json").exists()
+
+
+def test_compute_features_matches_the_store_and_reports_skips(model, tmp_path):
+    from hneuron_lens.store import compute_features
+
+    samples = make_samples(9)
+    s = samples[4]
+    samples[4] = type(s)(s.qid, s.question, s.response, s.label, answer_text="Zanzibar")
+    cfg = cett_mod.CETTConfig(regions=("answer", "other"))
+    split, report = compute_features(model, samples, cfg, batch_size=4, progress=False)
+    assert split.ids == [x.qid for x in samples if x.qid != "q004"]
+    assert report.n_skipped == 1 and report.skipped[0][0] == "q004"
+    assert (
+        report.n_extracted == 8
+        and split.labels.tolist() == [x.label for x in samples][:4] + [x.label for x in samples][5:]
+    )
+    store = ActivationStore(tmp_path / "st", dtype="float32")
+    extract(model, samples, store, cfg, batch_size=4, progress=False)
+    for region in ("answer", "other"):
+        X, _, ids = store.features(region)
+        by_id = dict(zip(ids, X, strict=True))
+        for sid, row in zip(split.ids, split.features[region], strict=True):
+            np.testing.assert_allclose(row, by_id[sid], rtol=1e-6, atol=1e-7)
+
+
+def test_probe_score_on_model_and_samples(model, tiny, tmp_path, caplog):
+    from hneuron_lens.probe import SparseProbe
+
+    samples = make_samples(24)
+    cfg = cett_mod.CETTConfig(regions=("answer", "other"), reduce="max")
+    store = ActivationStore(tmp_path / "st", dtype="float32")
+    extract(model, samples, store, cfg, batch_size=8, progress=False)
+    train = store.split("train")
+    probe = SparseProbe(C=10.0, penalty="l2").fit(train)
+    # the training features' config travels with the probe (also through save/load)
+    assert probe.metadata_["features"]["cett_config"]["reduce"] == "max"
+    probe = SparseProbe.load(probe.save(tmp_path / "probe"))
+    new = list(samples)
+    s = new[1]
+    new[1] = type(s)(s.qid, s.question, s.response, s.label, answer_text="Zanzibar")
+    with caplog.at_level(logging.WARNING, logger="hneuron_lens"):
+        p = probe.score_on(model, new, batch_size=5, progress=False)
+    assert p.shape == (24,) and np.isnan(p[1]) and np.isfinite(np.delete(p, 1)).all()
+    assert "1 of 24 samples have no located answer span" in caplog.text
+    # same numbers as scoring the stored features (computed with reduce="max")
+    want = probe.score_on(train)
+    rows = [k for k, sid in enumerate(train.ids) if sid != "q001"]  # q001 has no span now
+    got = p[[int(train.ids[k][1:]) for k in rows]]
+    np.testing.assert_allclose(got, want[rows], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="layout mismatch"):
+        probe.score_on(tiny("gpt2"), new, progress=False)
+    with pytest.raises(ValueError, match="samples are required"):
+        probe.score_on(model)
