@@ -136,15 +136,54 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suppression_fn(args: argparse.Namespace) -> Any:
+    """QA accuracy with a C's H-Neurons scaled to 0, on held-out questions (greedy)."""
+    from hneuron_lens.generation import GenerationConfig
+    from hneuron_lens.intervene import suppression_accuracy
+
+    task = make_task(
+        "qa",
+        args.suppression_data,
+        limit=args.suppression_limit,
+        exclude=args.suppression_exclude,
+        seed=args.seed,
+    )
+    if not task.items:
+        raise ValueError("no questions left for the suppression rule (see --suppression-*)")
+    model = _load_model(args)
+    gen = GenerationConfig(
+        max_new_tokens=args.max_new_tokens, do_sample=False, batch_size=args.batch_size
+    )
+    _emit(f"suppression rule: QA accuracy on {len(task.items)} questions per C")
+
+    def fn(neurons: Any) -> float:
+        return suppression_accuracy(model, neurons, task.items, gen_cfg=gen)
+
+    return fn
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from hneuron_lens.probe import SparseProbe, probe_path
     from hneuron_lens.store import ActivationStore
 
     store = ActivationStore(args.store)
     train = store.split(args.train_split)
+    if args.rule != "held-out" and not args.Cs:
+        raise ValueError(f"--rule {args.rule} chooses among C values: give --Cs")
     if args.Cs:
         val = store.split(args.val_split)
-        path = probe_path(train, val, Cs=_floats(args.Cs), penalty=args.penalty, mode=args.mode)
+        suppression_fn = None
+        if args.rule == "held-out+suppression":
+            suppression_fn = _suppression_fn(args)
+        path = probe_path(
+            train,
+            val,
+            Cs=_floats(args.Cs),
+            penalty=args.penalty,
+            mode=args.mode,
+            rule=args.rule,
+            suppression_fn=suppression_fn,
+        )
         _emit(str(path))
         probe = path.probe
         path.save(Path(args.out).with_name(Path(args.out).name + "_path.json"))
@@ -358,11 +397,31 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_extract)
 
     t = sub.add_parser("train", help="fit the sparse probe (optionally over a C grid)")
+    _add_model_args(t)
     t.add_argument("--store", required=True)
     t.add_argument("--out", required=True)
     t.add_argument("--C", type=float, default=1.0)
     t.add_argument("--Cs", default=None, help="comma-separated grid, chosen on --val-split")
     t.add_argument("--penalty", default="l1", choices=["l1", "l2"])
+    t.add_argument(
+        "--rule",
+        default="held-out",
+        choices=["held-out", "held-out+suppression"],
+        help="how --Cs is chosen; held-out+suppression adds the model's QA accuracy with the "
+        "C's H-Neurons scaled to 0 (needs the model: --model)",
+    )
+    t.add_argument(
+        "--suppression-data", default="builtin", help="QA questions for the suppression rule"
+    )
+    t.add_argument("--suppression-limit", type=int, default=100)
+    t.add_argument(
+        "--suppression-exclude",
+        default=None,
+        help="responses.jsonl (or id list) of questions to leave out, e.g. the training run's",
+    )
+    t.add_argument("--max-new-tokens", type=int, default=32)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--seed", type=int, default=0)
     t.add_argument("--mode", default="3-vs-1", choices=["3-vs-1", "1-vs-1"])
     t.add_argument("--train-split", default="train")
     t.add_argument("--val-split", default="validation")

@@ -50,3 +50,35 @@ def test_held_out_plus_suppression_calls_the_model(tiny):
     assert (0, 3) in {
         (int(r.layer), int(r.neuron)) for r in path.probe.h_neurons.to_pandas().itertuples()
     }
+
+
+def test_cli_train_with_the_suppression_rule(tiny, tmp_path, monkeypatch, capsys, caplog):
+    import json
+
+    from hneuron_lens import cli
+    from hneuron_lens.store import ActivationStore
+
+    model = tiny("llama")
+    monkeypatch.setattr(cli, "_load_model", lambda args: model)
+    layout = NeuronLayout((48, 48))
+    rng = np.random.default_rng(1)
+    train, val = _split(rng, 80, layout), _split(rng, 40, layout)
+    store = ActivationStore(tmp_path / "store")
+    store.open_for({"synthetic": 1}, layout=layout, regions=("answer", "other"))
+    for name, sp in (("train", train), ("validation", val)):
+        store.write_batch(
+            [f"{name}{i}" for i in range(len(sp.labels))],
+            sp.labels,
+            [name] * len(sp.labels),
+            {r: np.asarray(sp.features[r]) for r in ("answer", "other")},
+        )
+    store.close()
+    argv = ["train", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "probe")]
+    assert cli.main([*argv, "--rule", "held-out+suppression"]) == 2  # needs --Cs
+    assert "give --Cs" in caplog.text
+    extra = ["--Cs", "0.3,3", "--rule", "held-out+suppression", "--suppression-limit", "4"]
+    assert cli.main([*argv, *extra, "--max-new-tokens", "3"]) == 0
+    assert "QA accuracy on 4 questions per C" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "probe_path.json").read_text())
+    assert saved["rule"] == "held-out+suppression"
+    assert all(p["suppression_accuracy"] is not None for p in saved["points"] if p["n_positive"])
