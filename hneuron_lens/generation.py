@@ -41,6 +41,8 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from hneuron_lens.spans import pad_token_id
+
 logger = logging.getLogger(__name__)
 
 FinishReason = Literal["eos", "length", "newline"]
@@ -378,14 +380,6 @@ class _Row:
     text: str | None = None
 
 
-def _pad_id(tokenizer: Any, stops: set[int]) -> int:
-    if tokenizer.pad_token_id is not None:
-        return int(tokenizer.pad_token_id)
-    if tokenizer.eos_token_id is not None:
-        return int(tokenizer.eos_token_id)
-    return min(stops) if stops else 0
-
-
 def _newline_cut(text: str) -> int | None:
     """Index of the first newline that follows non-whitespace text, or None."""
     lead = len(text) - len(text.lstrip())
@@ -570,7 +564,7 @@ def generate(
         logger.info("this architecture cannot mask padding: generating one sequence at a time")
         cfg = replace(cfg, batch_size=1)
     stops = stop_token_ids(model)
-    pad_id = _pad_id(model.tokenizer, stops)
+    pad_id = pad_token_id(model.tokenizer, fallback=min(stops) if stops else 0)
     pseeds = list(prompt_seeds) if prompt_seeds is not None else list(range(len(prompts)))
 
     rows = [

@@ -566,19 +566,6 @@ def _nan_to_none(x: Any) -> Any:
     return x
 
 
-def _sign_flip_pvalue(d: np.ndarray, n_permutations: int, seed: int) -> float:
-    """Two-sided paired permutation p-value of ``mean(d) != 0``: flip the sign of each item's
-    difference at random, ``(1 + #{|mean| >= observed}) / (1 + n_permutations)``."""
-    d = np.asarray(d, dtype=np.float64)
-    if d.size == 0:
-        return float("nan")
-    rng = np.random.default_rng(seed)
-    obs = abs(d.mean())
-    signs = rng.choice(np.array([-1.0, 1.0]), size=(n_permutations, d.size))
-    null = np.abs((signs * d).mean(axis=1))
-    return float((1 + int((null >= obs - 1e-12 * max(1.0, obs)).sum())) / (1 + n_permutations))
-
-
 @dataclass
 class SweepReport:
     """Compliance of a task across ``alpha`` for one neuron set and its random controls.
@@ -709,7 +696,9 @@ class SweepReport:
                         ),
                         100.0,
                     ),
-                    "p_value": _sign_flip_pvalue(d, max(self.n_resamples, 1000) * 10, self.seed),
+                    "p_value": stats.sign_flip_pvalue(
+                        d, max(self.n_resamples, 1000) * 10, self.seed
+                    ),
                     "p_method": "paired sign-flip permutation over items",
                     "rank_p": rank_p,
                     "n_items": int(complete.sum()),

@@ -117,6 +117,19 @@ class SpanError(ValueError):
     """A sample cannot be rendered or its answer span cannot be located."""
 
 
+def pad_token_id(tokenizer: Any, fallback: int = 0) -> int:
+    """The id to pad batches with: the tokenizer's pad, else eos, else bos, else ``fallback``.
+
+    Padded positions are masked everywhere, so the choice never changes a result (tested); it
+    only has to be a valid id.
+    """
+    for name in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if isinstance(value, int):
+            return value
+    return int(fallback)
+
+
 def chat_template_fingerprint(tokenizer: Any) -> str:
     """sha256 of the tokenizer's chat template (``"none"`` when it has none)."""
     template = getattr(tokenizer, "chat_template", None)
@@ -189,17 +202,11 @@ def locate_answer_chars(sample: JudgedSample, cfg: SpanConfig) -> tuple[int, int
         if i >= 0:
             return i, i + len(text), "answer_tokens"
     if cfg.use_aliases and sample.aliases:
-        best: tuple[int, int] | None = None
-        for alias in sorted(sample.aliases, key=len, reverse=True):
-            alias = alias.strip()
-            if not alias:
-                continue
-            m = re.search(r"(?<!\w)" + re.escape(alias) + r"(?!\w)", response, flags=re.IGNORECASE)
-            if m:
-                best = (m.start(), m.end())
-                break
-        if best is not None:
-            return best[0], best[1], "alias"
+        from hneuron_lens.answer import find_alias
+
+        found = find_alias(response, [a.strip() for a in sample.aliases])
+        if found is not None and found.method == "alias":  # whole words only
+            return found.start, found.end, "alias"
     return None
 
 

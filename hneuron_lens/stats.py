@@ -35,6 +35,7 @@ __all__ = [
     "bootstrap_cis",
     "paired_bootstrap_diff",
     "permutation_test",
+    "sign_flip_pvalue",
     "spearman",
     "cohens_d",
     "slope_ci",
@@ -336,6 +337,25 @@ def permutation_test(
     else:
         extreme = np.abs(null) >= abs(observed) - tol
     return float((1 + int(extreme.sum())) / (1 + n_permutations))
+
+
+def sign_flip_pvalue(d: np.ndarray, n_permutations: int = 10000, seed: int = 0) -> float:
+    """Two-sided paired permutation p-value of ``mean(d) != 0``.
+
+    The sign of each paired difference is flipped at random (exchangeable under the null);
+    returns ``(1 + #{|permuted mean| >= |observed mean|}) / (1 + n_permutations)``, NaN for no
+    differences.
+    """
+    if n_permutations < 1:
+        raise ValueError("n_permutations must be >= 1")
+    d = np.asarray(d, dtype=np.float64).ravel()
+    if d.size == 0:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    obs = abs(d.mean())
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(n_permutations, d.size))
+    null = np.abs((signs * d).mean(axis=1))
+    return float((1 + int((null >= obs - 1e-12 * max(1.0, obs)).sum())) / (1 + n_permutations))
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> Correlation:

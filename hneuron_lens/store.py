@@ -1114,14 +1114,6 @@ class ExtractReport:
         return "\n".join(lines)
 
 
-def _pad_id(tokenizer: Any) -> int:
-    for name in ("pad_token_id", "eos_token_id", "bos_token_id"):
-        value = getattr(tokenizer, name, None)
-        if isinstance(value, int):
-            return value
-    return 0
-
-
 def extract(
     model: Any,
     samples: list[JudgedSample],
@@ -1269,10 +1261,12 @@ def _cett_batches(
     which ``skip(sample_id)`` is true (a batch whose samples are all skipped is not run). Buckets
     are formed over *all* samples, so the values do not depend on what was skipped.
     """
+    from hneuron_lens.spans import pad_token_id
+
     cett_mod = importlib.import_module("hneuron_lens.cett")
     layout = NeuronLayout(tuple(s.d_mlp for s in sites))
     regions = tuple(cfg.regions)
-    pad_id = _pad_id(model.tokenizer)
+    pad_id = pad_token_id(model.tokenizer)
     try:
         device = next(model.parameters()).device
     except (StopIteration, AttributeError):

@@ -148,3 +148,20 @@ def test_answer_span_covers_exactly_the_answer_characters(kind, question, before
         offsets[i][0] < a1 and offsets[i][1] > a0 and offsets[i][1] > offsets[i][0] for i in outside
     )
     assert t.prompt_end <= s < e <= t.response_end
+
+
+@pytest.mark.parametrize(
+    ("response", "aliases", "want"),
+    [
+        ("I think it's The Eiffel Tower, in Paris.", ("Eiffel Tower",), "Eiffel Tower"),
+        ("I think it's The Eiffel Tower, in Paris.", ("The Eiffel Tower",), "The Eiffel Tower"),
+        ("It is Eiffel Tower.", ("the Eiffel Tower", "tower"), "Eiffel Tower"),  # article optional
+        ("A Parisian landmark.", ("Paris",), None),  # whole words only
+    ],
+)
+def test_alias_spans_use_the_judges_alias_finder(response, aliases, want):
+    from hneuron_lens.spans import locate_answer_chars
+
+    s = JudgedSample("a", "Q?", response, 0, aliases=aliases)
+    got = locate_answer_chars(s, SpanConfig())
+    assert (got if got is None else response[got[0] : got[1]]) == want
