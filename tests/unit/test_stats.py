@@ -156,3 +156,14 @@ def test_auroc_and_ap_match_sklearn_with_ties():
         assert hs.average_precision(y, s) == pytest.approx(average_precision_score(y, s))
     with pytest.raises(ValueError):
         hs.auroc(np.ones(5), np.arange(5))
+
+
+def test_sign_flip_pvalue_matches_the_exact_null():
+    # 8 positive differences: exactly 2 of the 2^8 sign patterns reach |mean| = observed
+    d = np.ones(8)
+    p = hs.sign_flip_pvalue(d, n_permutations=20000, seed=0)
+    assert p == pytest.approx(2 / 256, abs=0.003)
+    assert hs.sign_flip_pvalue(np.array([1.0, -1.0, 2.0, -2.0]), 2000, 0) == 1.0
+    assert np.isnan(hs.sign_flip_pvalue(np.zeros(0)))
+    with pytest.raises(ValueError):
+        hs.sign_flip_pvalue(d, n_permutations=0)
