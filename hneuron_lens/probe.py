@@ -43,7 +43,15 @@ from tqdm.auto import tqdm
 from hneuron_lens.io import atomic_write_text, library_version
 
 from .features import FeatureSplit, NeuronLayout
-from .stats import Interval, auroc, average_precision, bootstrap_cis, bootstrap_indices, cohens_d
+from .stats import (
+    Interval,
+    auroc,
+    average_precision,
+    bootstrap_cis,
+    bootstrap_indices,
+    cohens_d,
+    wilson_ci,
+)
 
 __all__ = [
     "NeuronTable",
@@ -1069,7 +1077,14 @@ class ProbeReport:
                 if self.threshold_metrics and k in self.threshold_metrics
                 else ""
             )
-            lines.append(f"{k:<10} {str(v):>24}{extra}")
+            mark = " *" if "degenerate" in v.method else ""
+            lines.append(f"{k:<10} {str(v):>24}{extra}{mark}")
+        if any("degenerate" in v.method for v in self.metrics.values()):
+            lines.append(
+                "* every bootstrap resample gave the same value (e.g. perfect separation of a "
+                "small test set): proportions show a Wilson interval instead; the others have "
+                "no usable interval: evaluate on more samples"
+            )
         if self.baselines:
             lines.append(
                 f"H-refit (L2, H-Neurons only): auroc {self.h_refit['auroc']:.3f}  accuracy {self.h_refit['accuracy']:.3f}"
@@ -1459,9 +1474,26 @@ def _binary_metrics(
         "auprc": average_precision,
     }
     y = np.asarray(labels).astype(np.int64)
-    return bootstrap_cis(
-        fns, y, scores, n_resamples=n_resamples, seed=seed, stratify=y, level=level
-    )
+    cis = bootstrap_cis(fns, y, scores, n_resamples=n_resamples, seed=seed, stratify=y, level=level)
+    # A percentile bootstrap cannot show any uncertainty when every resample scores the same
+    # (e.g. perfect separation on a small test set gives [1, 1]). Proportions then get the
+    # Wilson interval of their counts, which stays honest at 0 and 1; the others are marked.
+    p, pos = pred(np.asarray(scores)), y == 1
+    counts = {
+        "accuracy": (int((p == pos).sum()), y.size),
+        "precision": (int((p & pos).sum()), int(p.sum())),
+        "recall": (int((p & pos).sum()), int(pos.sum())),
+    }
+    for name, iv in list(cis.items()):
+        if not (iv.width == 0.0 and iv.estimate in (0.0, 1.0)):
+            continue
+        k, n = counts.get(name, (0, 0))
+        if n > 0:
+            w = wilson_ci(k, n, level)
+            cis[name] = Interval(iv.estimate, w.low, w.high, level, "wilson (bootstrap degenerate)")
+        else:
+            cis[name] = Interval(iv.estimate, iv.low, iv.high, level, iv.method + " (degenerate)")
+    return cis
 
 
 def _single_neuron_stats(

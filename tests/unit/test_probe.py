@@ -307,3 +307,33 @@ def test_evaluate_on_a_tiny_test_set_gives_nan_effect_sizes():
     test = FeatureSplit.from_arrays({"answer": x[:2], "other": x[:2]}, y[:2])
     report = probe.evaluate(test, n_random=0, n_resamples=20)
     assert len(report.neuron_stats) > 0 and np.isnan(report.neuron_stats.cohens_d).all()
+
+
+def test_perfect_separation_gets_wilson_intervals_not_a_zero_width_ci(fitted: SparseProbe):
+    """20 perfectly separated samples: the bootstrap says [1, 1]; the report must not."""
+    from hneuron_lens.stats import wilson_ci
+
+    pool = make_split(80, seed=5, shift=3.0)
+    right = np.flatnonzero(fitted.predict(pool) == pool.labels)
+    keep = np.sort(np.r_[right[pool.labels[right] == 1][:10], right[pool.labels[right] == 0][:10]])
+    small = FeatureSplit.from_arrays(
+        {r: np.asarray(pool.features[r])[keep] for r in ("answer", "other")},
+        pool.labels[keep],
+        layout=LAYOUT,
+    )
+    assert fitted.score(small) == 1.0
+    rep = fitted.evaluate(small, n_resamples=200, n_random=0)
+    acc = rep.metrics["accuracy"]
+    assert acc.estimate == 1.0 and acc.method == "wilson (bootstrap degenerate)"
+    assert (acc.low, acc.high) == pytest.approx((wilson_ci(20, 20).low, 1.0))
+    assert rep.metrics["recall"].low == pytest.approx(wilson_ci(10, 10).low)
+    auc = rep.metrics["auroc"]
+    assert auc.estimate == 1.0 and "degenerate" in auc.method
+    assert "Wilson interval instead" in str(rep) and "*" in str(rep)
+    # a set with mistakes keeps the bootstrap
+    assert (
+        "bootstrap"
+        in fitted.evaluate(make_split(60, seed=6, shift=0.3), n_random=0, n_resamples=100)
+        .metrics["accuracy"]
+        .method
+    )
