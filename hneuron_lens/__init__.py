@@ -30,7 +30,13 @@ from hneuron_lens.models import (
 from hneuron_lens.pipeline import RunConfig, run_pipeline
 from hneuron_lens.probe import NeuronTable, ProbePath, ProbeReport, SparseProbe, probe_path
 from hneuron_lens.spans import SpanConfig, SpanReport, TokenizedSample, tokenize_samples
-from hneuron_lens.store import ActivationStore, ExtractReport, StoreMismatchError, extract
+from hneuron_lens.store import (
+    ActivationStore,
+    ExtractReport,
+    StoreMismatchError,
+    compute_features,
+    extract,
+)
 
 __all__ = [
     "FAITHFUL",
@@ -72,6 +78,7 @@ __all__ = [
     "collect",
     "consistency_filter",
     "extract",
+    "compute_features",
     "generate",
     "judge_collected",
     "judge_response",
