@@ -311,14 +311,16 @@ def _array_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _record_feature_provenance(probe: Any, split: FeatureSplit) -> None:
+def _record_feature_provenance(probe: Any, split: Any) -> None:
     """Keep how a store split's features were made (CETT / span config, model) in the probe's
     metadata, so ``score_on(model, samples)`` computes new features the same way."""
-    store_fp = split.meta.get("fingerprint")
+    store_fp = split.meta.get("fingerprint") if isinstance(split, FeatureSplit) else None
     if isinstance(store_fp, dict) and "cett_config" in store_fp:
         probe.metadata_["features"] = {
             k: store_fp.get(k) for k in ("cett_config", "span_config", "model")
         }
+    else:  # a refit on other data must not keep an earlier fit's provenance
+        probe.metadata_.pop("features", None)
 
 
 class SparseProbe(BaseEstimator):
@@ -454,8 +456,7 @@ class SparseProbe(BaseEstimator):
             fingerprint = _array_fingerprint(xm, ym)
         self._fit_matrix(xm, ym, lay, copy=not isinstance(X, FeatureSplit))
         self.train_fingerprint_ = fingerprint
-        if isinstance(X, FeatureSplit):
-            _record_feature_provenance(self, X)
+        _record_feature_provenance(self, X)
         return self
 
     def _fit_matrix(

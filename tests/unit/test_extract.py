@@ -285,6 +285,9 @@ def test_probe_score_on_model_and_samples(model, tiny, tmp_path, caplog):
     probe = SparseProbe(C=10.0, penalty="l2").fit(train)
     # the training features' config travels with the probe (also through save/load)
     assert probe.metadata_["features"]["cett_config"]["reduce"] == "max"
+    refit = SparseProbe(C=10.0, penalty="l2").fit(train)
+    refit.fit(np.asarray(train.features["answer"]), train.labels, layout=train.layout)
+    assert "features" not in refit.metadata_  # arrays carry no provenance: none is kept
     probe = SparseProbe.load(probe.save(tmp_path / "probe"))
     new = list(samples)
     s = new[1]
