@@ -641,14 +641,11 @@ class SparseProbe(BaseEstimator):
                 if s.qid in row:
                     out[i] = probs[row[s.qid]]
         if report.n_skipped:
-            reasons: dict[str, int] = {}
-            for _, why in report.skipped:
-                reasons[why.split(":")[0]] = reasons.get(why.split(":")[0], 0) + 1
             logger.warning(
                 "score_on: %d of %d samples have no located answer span (NaN): %s",
                 report.n_skipped,
                 len(samples),
-                reasons,
+                report.skipped_by_reason,
             )
         return out
 

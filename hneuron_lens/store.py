@@ -51,6 +51,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -1092,6 +1093,11 @@ class ExtractReport:
     span_methods: dict[str, int] = field(default_factory=dict)
     """How many extracted samples' answer spans each method found."""
 
+    @property
+    def skipped_by_reason(self) -> dict[str, int]:
+        """How many samples were skipped for each reason."""
+        return dict(Counter(reason for _, reason in self.skipped))
+
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
 
@@ -1106,12 +1112,21 @@ class ExtractReport:
                 "  span methods: "
                 + ", ".join(f"{k}={v}" for k, v in sorted(self.span_methods.items()))
             )
-        reasons: dict[str, int] = {}
-        for _, reason in self.skipped:
-            reasons[reason] = reasons.get(reason, 0) + 1
-        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        for reason, count in sorted(self.skipped_by_reason.items(), key=lambda kv: -kv[1]):
             lines.append(f"  skipped {count}: {reason}")
         return "\n".join(lines)
+
+
+def _configs(cfg: Any | None, span_cfg: Any | None, batch_size: int) -> tuple[Any, Any]:
+    """The CETT and span configs (defaults for ``None``), after checking ``batch_size``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    cett_mod = importlib.import_module("hneuron_lens.cett")
+    spans_mod = importlib.import_module("hneuron_lens.spans")
+    return (
+        cfg if cfg is not None else cett_mod.CETTConfig(),
+        span_cfg if span_cfg is not None else spans_mod.SpanConfig(),
+    )
 
 
 def extract(
@@ -1159,13 +1174,9 @@ def extract(
     """
     from tqdm.auto import tqdm
 
-    cett_mod = importlib.import_module("hneuron_lens.cett")
     spans_mod = importlib.import_module("hneuron_lens.spans")
     t0 = time.perf_counter()
-    cfg = cfg if cfg is not None else cett_mod.CETTConfig()
-    span_cfg = span_cfg if span_cfg is not None else spans_mod.SpanConfig()
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    cfg, span_cfg = _configs(cfg, span_cfg, batch_size)
     if chunk_size is not None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -1311,13 +1322,9 @@ def compute_features(
 
     from hneuron_lens.models import neuron_sites
 
-    cett_mod = importlib.import_module("hneuron_lens.cett")
     spans_mod = importlib.import_module("hneuron_lens.spans")
     t0 = time.perf_counter()
-    cfg = cfg if cfg is not None else cett_mod.CETTConfig()
-    span_cfg = span_cfg if span_cfg is not None else spans_mod.SpanConfig()
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    cfg, span_cfg = _configs(cfg, span_cfg, batch_size)
     sites = neuron_sites(model)
     layout = NeuronLayout(tuple(s.d_mlp for s in sites))
     tokenized, span_report = spans_mod.tokenize_samples(model.tokenizer, list(samples), span_cfg)
