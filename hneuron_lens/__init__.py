@@ -1,95 +1,169 @@
 """hneuron_lens: find, test and trace H-Neurons (Gao et al., arXiv:2512.01797) with TransformerLens.
 
 Data flows one way: samples -> spans -> CETT -> store -> probe -> neurons -> intervention.
-Importing the package has no side effects (no logging set-up, no torch flags, no downloads).
+Importing the package has no side effects (no logging set-up, no torch flags, no downloads) and
+imports nothing heavy: every public name below is loaded from its module on first use (PEP 562
+module ``__getattr__``), so ``import hneuron_lens`` and ``hneuron-lens --help`` start fast while
+``hl.SparseProbe``, ``from hneuron_lens import cett`` and friends work as before.
 """
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from hneuron_lens import stats
-from hneuron_lens.cett import CETTConfig, TokenBatch, cett, collate, length_buckets
-from hneuron_lens.collect import CollectConfig, collect, judge_collected, load_collected
-from hneuron_lens.data.records import FAITHFUL, HALLUCINATED, JudgedSample, MCItem, QAItem
-from hneuron_lens.features import FeatureSplit, NeuronLayout
-from hneuron_lens.generation import Generation, GenerationConfig, build_prompt_ids, generate
-from hneuron_lens.intervene import (
-    HookedIntervention,
-    NeuronSet,
-    SweepReport,
-    alpha_sweep,
-    suppression_accuracy,
-)
-from hneuron_lens.judge import Funnel, JudgeConfig, LLMJudge, consistency_filter, judge_response
-from hneuron_lens.models import (
-    NeuronSite,
-    UnsupportedModelError,
-    load_model,
-    model_identity,
-    neuron_sites,
-)
-from hneuron_lens.pipeline import RunConfig, run_pipeline
-from hneuron_lens.probe import NeuronTable, ProbePath, ProbeReport, SparseProbe, probe_path
-from hneuron_lens.spans import SpanConfig, SpanReport, TokenizedSample, tokenize_samples
-from hneuron_lens.store import (
-    ActivationStore,
-    ExtractReport,
-    StoreMismatchError,
-    compute_features,
-    extract,
-)
+# public name -> module that defines it (relative to this package)
+_LAZY: dict[str, str] = {
+    "CETTConfig": "cett",
+    "TokenBatch": "cett",
+    "cett": "cett",
+    "collate": "cett",
+    "length_buckets": "cett",
+    "CollectConfig": "collect",
+    "collect": "collect",
+    "judge_collected": "collect",
+    "load_collected": "collect",
+    "check_kv_cache": "compat",
+    "FAITHFUL": "data.records",
+    "HALLUCINATED": "data.records",
+    "JudgedSample": "data.records",
+    "MCItem": "data.records",
+    "QAItem": "data.records",
+    "DataError": "errors",
+    "DependencyError": "errors",
+    "HNeuronLensError": "errors",
+    "ModelError": "errors",
+    "OutputError": "errors",
+    "ProbeError": "errors",
+    "StoreError": "errors",
+    "FeatureSplit": "features",
+    "NeuronLayout": "features",
+    "Generation": "generation",
+    "GenerationConfig": "generation",
+    "build_prompt_ids": "generation",
+    "generate": "generation",
+    "HookedIntervention": "intervene",
+    "NeuronSet": "intervene",
+    "SweepReport": "intervene",
+    "alpha_sweep": "intervene",
+    "suppression_accuracy": "intervene",
+    "Funnel": "judge",
+    "JudgeConfig": "judge",
+    "LLMJudge": "judge",
+    "consistency_filter": "judge",
+    "judge_response": "judge",
+    "NeuronSite": "models",
+    "UnsupportedModelError": "models",
+    "load_model": "models",
+    "model_identity": "models",
+    "neuron_sites": "models",
+    "RunConfig": "pipeline",
+    "run_pipeline": "pipeline",
+    "NeuronTable": "probe",
+    "ProbePath": "probe",
+    "ProbeReport": "probe",
+    "SparseProbe": "probe",
+    "probe_path": "probe",
+    "SpanConfig": "spans",
+    "SpanReport": "spans",
+    "TokenizedSample": "spans",
+    "tokenize_samples": "spans",
+    "ActivationStore": "store",
+    "ExtractReport": "store",
+    "StoreMismatchError": "store",
+    "compute_features": "store",
+    "extract": "store",
+}
 
-__all__ = [
-    "FAITHFUL",
-    "HALLUCINATED",
-    "ActivationStore",
-    "CETTConfig",
-    "CollectConfig",
-    "ExtractReport",
-    "FeatureSplit",
-    "Funnel",
-    "Generation",
-    "GenerationConfig",
-    "HookedIntervention",
-    "JudgeConfig",
-    "JudgedSample",
-    "LLMJudge",
-    "MCItem",
-    "NeuronLayout",
-    "NeuronSet",
-    "NeuronSite",
-    "NeuronTable",
-    "ProbePath",
-    "ProbeReport",
-    "QAItem",
-    "RunConfig",
-    "SparseProbe",
-    "SpanConfig",
-    "SpanReport",
-    "StoreMismatchError",
-    "SweepReport",
-    "TokenBatch",
-    "TokenizedSample",
-    "UnsupportedModelError",
-    "__version__",
-    "alpha_sweep",
-    "build_prompt_ids",
-    "cett",
-    "collate",
-    "collect",
-    "consistency_filter",
-    "extract",
-    "compute_features",
-    "generate",
-    "judge_collected",
-    "judge_response",
-    "length_buckets",
-    "load_collected",
-    "load_model",
-    "model_identity",
-    "neuron_sites",
-    "probe_path",
-    "run_pipeline",
-    "stats",
-    "suppression_accuracy",
-    "tokenize_samples",
-]
+# public submodules reachable as attributes (``hl.stats.wilson_interval``)
+_SUBMODULES = ("compat", "errors", "stats")
+
+__all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """This package's module type: keeps ``hl.cett`` / ``hl.collect`` the public *functions*.
+
+    After loading a submodule, the import system binds it to the parent package's attribute of
+    the same name (``hneuron_lens.cett`` = the module). Three public functions share their
+    module's name (``cett``, ``collect``, ``extract``); eagerly imported, the ``from ... import``
+    in this file rebound them afterwards. Imported lazily, that binding would win, so this
+    ``__setattr__`` binds the public function instead of the module.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the real names
+    from hneuron_lens import compat, errors, stats
+    from hneuron_lens.cett import CETTConfig, TokenBatch, cett, collate, length_buckets
+    from hneuron_lens.collect import CollectConfig, collect, judge_collected, load_collected
+    from hneuron_lens.compat import check_kv_cache
+    from hneuron_lens.data.records import FAITHFUL, HALLUCINATED, JudgedSample, MCItem, QAItem
+    from hneuron_lens.errors import (
+        DataError,
+        DependencyError,
+        HNeuronLensError,
+        ModelError,
+        OutputError,
+        ProbeError,
+        StoreError,
+    )
+    from hneuron_lens.features import FeatureSplit, NeuronLayout
+    from hneuron_lens.generation import Generation, GenerationConfig, build_prompt_ids, generate
+    from hneuron_lens.intervene import (
+        HookedIntervention,
+        NeuronSet,
+        SweepReport,
+        alpha_sweep,
+        suppression_accuracy,
+    )
+    from hneuron_lens.judge import (
+        Funnel,
+        JudgeConfig,
+        LLMJudge,
+        consistency_filter,
+        judge_response,
+    )
+    from hneuron_lens.models import (
+        NeuronSite,
+        UnsupportedModelError,
+        load_model,
+        model_identity,
+        neuron_sites,
+    )
+    from hneuron_lens.pipeline import RunConfig, run_pipeline
+    from hneuron_lens.probe import NeuronTable, ProbePath, ProbeReport, SparseProbe, probe_path
+    from hneuron_lens.spans import SpanConfig, SpanReport, TokenizedSample, tokenize_samples
+    from hneuron_lens.store import (
+        ActivationStore,
+        ExtractReport,
+        StoreMismatchError,
+        compute_features,
+        extract,
+    )

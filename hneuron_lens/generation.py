@@ -17,6 +17,11 @@ to ``TransformerBridge.generate``, for four reasons:
   ``torch.Generator`` seeded from ``(seed, prompt_seed, sample_index)``: the same seed gives the
   same samples whatever the batch size or the order of the prompts, and the global torch RNG is
   never touched. Collection uses this to resume a killed run with the same answers.
+* **Checked against dependency drift.** Decoding runs inside
+  :func:`hneuron_lens.compat.kv_cache_compat` (transformers >= 5.24 passes the cache to attention
+  under a new keyword that TransformerLens 4.3 does not read), and the cache length is checked
+  after the prompt pass and the first step: a cache that was not written raises
+  :class:`~hneuron_lens.errors.DependencyError` instead of producing wrong text.
 * **No wasted work.** The k samples of one prompt share one prompt pass (its KV cache rows are
   repeated), and rows that hit a stop token are dropped from the KV cache, so one rambling answer
   does not make fifteen finished ones keep paying for forward passes. On the default model this
@@ -41,6 +46,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from hneuron_lens.compat import check_cache_length, kv_cache_compat, version_report
 from hneuron_lens.spans import pad_token_id
 
 logger = logging.getLogger(__name__)
@@ -447,7 +453,14 @@ def _generate_batch(
             logits, cache = model(
                 ids, attention_mask=mask, return_type="logits_and_cache", use_cache=True
             )
-    else:
+        if cache is None:
+            logger.warning(
+                "the model returned no KV cache (installed: %s): decoding without it (slower)",
+                version_report(),
+            )
+        else:
+            check_cache_length(cache, width, "after the prompt pass")
+    if cache is None:
         logits = model(ids, attention_mask=mask, return_type="logits")
     logits = logits[:, -1:]
     piece_text: dict[int, str] = {}
@@ -498,6 +511,8 @@ def _generate_batch(
                 past_key_values=cache,
                 return_type="logits_and_cache",
             )
+            if step == 0:
+                check_cache_length(cache, mask.shape[1], "after the first decode step")
         else:
             ids = torch.cat([ids, next_ids], dim=1)
             logits = model(ids, attention_mask=mask, return_type="logits")
@@ -574,7 +589,10 @@ def generate(
     ]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i].prompt_ids))
     n_batches = math.ceil(len(rows) / cfg.batch_size)
-    with tqdm(total=len(rows), desc="generate", unit="seq", disable=not cfg.progress) as bar:
+    with (
+        tqdm(total=len(rows), desc="generate", unit="seq", disable=not cfg.progress) as bar,
+        kv_cache_compat(model),
+    ):
         for b in range(n_batches):
             batch = [rows[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
             seeds = [row_seed(cfg.seed, pseeds[r.prompt_index], r.sample_index) for r in batch]

@@ -29,6 +29,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from hneuron_lens.compat import check_kv_cache, patch_kv_cache
+
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "HNEURON_LENS_CACHE"
@@ -97,17 +99,33 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype:
     return table[dtype]
 
 
-def boot_bridge(hf_model: Any, tokenizer: Any, name: str, device: str | None = None) -> Any:
+def boot_bridge(
+    hf_model: Any,
+    tokenizer: Any,
+    name: str,
+    device: str | None = None,
+    check_decoding: bool = True,
+) -> Any:
     """Wrap a loaded Hugging Face causal LM in a ``TransformerBridge`` (raw weights, eval mode).
+
+    The bridge's attention layers get :func:`hneuron_lens.compat.patch_kv_cache` (so KV-cache
+    decoding works under every supported transformers release, ``model.generate`` included),
+    and :func:`hneuron_lens.compat.check_kv_cache` compares cached with uncached logits once.
 
     Args:
         hf_model: a ``transformers`` causal LM.
         tokenizer: its tokenizer (kept; the bridge may re-create it with ``add_bos_token``).
         name: model name recorded in ``model.cfg.model_name`` and in every saved artefact.
         device: where the bridge runs (``None``: wherever ``hf_model`` already is).
+        check_decoding: run the cached-vs-uncached self-check (three forward passes over six
+            tokens).
 
     Returns:
         ``TransformerBridge`` in eval mode.
+
+    Raises:
+        DependencyError: cached decoding disagrees with the uncached forward pass (an installed
+            TransformerLens / transformers release changed behaviour; the message names both).
     """
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -119,6 +137,9 @@ def boot_bridge(hf_model: Any, tokenizer: Any, name: str, device: str | None = N
         name, hf_model=hf_model, tokenizer=tokenizer, device=device
     )
     bridge.eval()
+    patch_kv_cache(bridge)
+    if check_decoding:
+        check_kv_cache(bridge)
     return bridge
 
 

@@ -65,7 +65,12 @@ def test_engine_matches_reference_on_real_model(default_model):
     for i, t in enumerate(toks):
         ref = reference_cett(default_model, t, REGIONS)
         for region in REGIONS:
-            torch.testing.assert_close(out[region][i].double(), ref[region], rtol=1e-5, atol=1e-9)
+            # float32 engine (padded batch) vs float64 reference: ~1e-7 absolute rounding on
+            # values up to ~0.5 (an absolute 1e-9 failed under transformers 5.24 at 5e-7)
+            scale = float(ref[region].abs().max())
+            torch.testing.assert_close(
+                out[region][i].double(), ref[region], rtol=1e-5, atol=2e-6 * scale
+            )
 
 
 def test_neuron_writes_sum_to_mlp_output_real(default_model):

@@ -9,7 +9,8 @@ from hneuron_lens.collect import CollectConfig, collect, load_collected
 from hneuron_lens.data.records import QAItem
 from hneuron_lens.generation import GenerationConfig, build_prompt_ids, generate
 
-pytestmark = pytest.mark.slow
+# drift: also run by `make test-latest` / `make test-oldest` (real-model decoding under other releases)
+pytestmark = [pytest.mark.slow, pytest.mark.drift]
 
 QUESTIONS = [
     "What is the capital of France?",

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from hneuron_lens.compat import kv_cache_compat
 from hneuron_lens.generation import (
     Generation,
     GenerationConfig,
@@ -175,16 +176,20 @@ def test_batched_equals_unbatched_greedy(tiny, family):
     for a, b, c in zip(batched, single, no_cache, strict=True):
         assert a.output_ids == b.output_ids == c.output_ids
         assert a.finish_reason == b.finish_reason == c.finish_reason
-    # and the bridge's own generate agrees on each unpadded prompt
+    # and the bridge's own generate agrees on each unpadded prompt, with and without its KV
+    # cache (its cached path needs the keyword shim under transformers >= 5.24)
     for p, g in zip(prompts, single, strict=True):
-        ref = model.generate(
-            torch.tensor([p]),
-            max_new_tokens=12,
-            do_sample=False,
-            verbose=False,
-            return_type="tokens",
-        )[0, len(p) :].tolist()
-        assert list(g.output_ids) == ref[: len(g.output_ids)]
+        for use_kv in (True, False):
+            with kv_cache_compat(model):
+                ref = model.generate(
+                    torch.tensor([p]),
+                    max_new_tokens=12,
+                    do_sample=False,
+                    verbose=False,
+                    return_type="tokens",
+                    use_past_kv_cache=use_kv,
+                )[0, len(p) :].tolist()
+            assert list(g.output_ids) == ref[: len(g.output_ids)]
 
 
 def test_output_order_and_fields(tiny):
