@@ -109,7 +109,7 @@ def real_values(n: int) -> np.ndarray:
     """Extract ``n`` real samples with the default model; return all stored float32 values."""
     import hneuron_lens as hl
     from hneuron_lens.data.records import JudgedSample
-    from hneuron_lens.store import extract
+    from hneuron_lens.extract import extract
 
     src = Path(__file__).resolve().parents[2] / "shared" / "data" / "triviaqa"
     src = src / "gemma3_4b_it_consistency_samples.jsonl"

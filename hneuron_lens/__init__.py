@@ -73,16 +73,81 @@ _LAZY: dict[str, str] = {
     "TokenizedSample": "spans",
     "tokenize_samples": "spans",
     "ActivationStore": "store",
-    "ExtractReport": "store",
+    "ExtractReport": "extract",
     "StoreMismatchError": "store",
-    "compute_features": "store",
-    "extract": "store",
+    "compute_features": "extract",
+    "extract": "extract",
 }
 
 # public submodules reachable as attributes (``hl.stats.wilson_interval``)
 _SUBMODULES = ("compat", "errors", "stats")
 
-__all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
+# explicit, so tools see the re-exports; a test checks it matches _LAZY and _SUBMODULES
+__all__ = [
+    "ActivationStore",
+    "CETTConfig",
+    "CollectConfig",
+    "DataError",
+    "DependencyError",
+    "ExtractReport",
+    "FAITHFUL",
+    "FeatureSplit",
+    "Funnel",
+    "Generation",
+    "GenerationConfig",
+    "HALLUCINATED",
+    "HNeuronLensError",
+    "HookedIntervention",
+    "JudgeConfig",
+    "JudgedSample",
+    "LLMJudge",
+    "MCItem",
+    "ModelError",
+    "NeuronLayout",
+    "NeuronSet",
+    "NeuronSite",
+    "NeuronTable",
+    "OutputError",
+    "ProbeError",
+    "ProbePath",
+    "ProbeReport",
+    "QAItem",
+    "RunConfig",
+    "SpanConfig",
+    "SpanReport",
+    "SparseProbe",
+    "StoreError",
+    "StoreMismatchError",
+    "SweepReport",
+    "TokenBatch",
+    "TokenizedSample",
+    "UnsupportedModelError",
+    "__version__",
+    "alpha_sweep",
+    "build_prompt_ids",
+    "cett",
+    "check_kv_cache",
+    "collate",
+    "collect",
+    "compat",
+    "compute_features",
+    "consistency_filter",
+    "errors",
+    "extract",
+    "generate",
+    "judge_collected",
+    "judge_response",
+    "length_buckets",
+    "load_collected",
+    "load_model",
+    "model_identity",
+    "neuron_sites",
+    "probe_path",
+    "run_pipeline",
+    "stats",
+    "suppression_accuracy",
+    "tokenize_samples",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -134,6 +199,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         ProbeError,
         StoreError,
     )
+    from hneuron_lens.extract import ExtractReport, compute_features, extract
     from hneuron_lens.features import FeatureSplit, NeuronLayout
     from hneuron_lens.generation import Generation, GenerationConfig, build_prompt_ids, generate
     from hneuron_lens.intervene import (
@@ -160,10 +226,4 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from hneuron_lens.pipeline import RunConfig, run_pipeline
     from hneuron_lens.probe import NeuronTable, ProbePath, ProbeReport, SparseProbe, probe_path
     from hneuron_lens.spans import SpanConfig, SpanReport, TokenizedSample, tokenize_samples
-    from hneuron_lens.store import (
-        ActivationStore,
-        ExtractReport,
-        StoreMismatchError,
-        compute_features,
-        extract,
-    )
+    from hneuron_lens.store import ActivationStore, StoreMismatchError

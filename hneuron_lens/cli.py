@@ -113,9 +113,10 @@ def _load_samples(path: str, fmt: str) -> list[Any]:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from hneuron_lens.cett import CETTConfig
+    from hneuron_lens.extract import extract
     from hneuron_lens.pipeline import attach_answer_text
     from hneuron_lens.spans import SpanConfig
-    from hneuron_lens.store import ActivationStore, extract
+    from hneuron_lens.store import ActivationStore
 
     samples = _load_samples(args.data, args.format)
     samples, missing = attach_answer_text(samples)

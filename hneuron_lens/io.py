@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def library_version() -> str:
@@ -13,6 +16,16 @@ def library_version() -> str:
     from hneuron_lens import __version__
 
     return str(__version__)
+
+
+def sha256_json(obj: Any) -> str:
+    """sha256 of ``obj`` serialised as canonical JSON (sorted keys; unknown types as ``str``)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def to_jsonable(value: Any) -> Any:
+    """Normalise tuples to lists etc., so a value compares equal after a JSON round trip."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 def fsync_dir(path: Path) -> None:

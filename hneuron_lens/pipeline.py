@@ -160,8 +160,9 @@ def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
     from hneuron_lens.collect import CollectConfig, collect, judge_collected, load_collected
     from hneuron_lens.data.builtin import builtin_nonexistent, builtin_qa
     from hneuron_lens.data.splits import balanced_sample, split_samples
+    from hneuron_lens.extract import extract
     from hneuron_lens.probe import probe_path
-    from hneuron_lens.store import ActivationStore, extract
+    from hneuron_lens.store import ActivationStore
 
     cfg = cfg or RunConfig()
     out = Path(cfg.out_dir)

@@ -593,7 +593,7 @@ class SparseProbe(BaseEstimator):
         - ``score_on(model, samples)``: a ``TransformerBridge`` of the same shape (this model,
           another checkpoint of it, the base model of an instruct model...) and judged samples
           (:class:`~hneuron_lens.data.JudgedSample`, labels unused). CETT features of the answer
-          region are computed in memory (:func:`hneuron_lens.store.compute_features`) with the
+          region are computed in memory (:func:`hneuron_lens.extract.compute_features`) with the
           CETT and span configs the probe was trained with (recorded when it was fitted from an
           :class:`~hneuron_lens.store.ActivationStore` split; else the defaults, or pass
           ``cett_cfg`` / ``span_cfg``). Returns ``[len(samples)]`` probabilities, ``NaN`` for
@@ -611,9 +611,9 @@ class SparseProbe(BaseEstimator):
         if samples is None:
             raise ValueError("score_on(model, samples): samples are required with a model")
         from hneuron_lens.cett import CETTConfig
+        from hneuron_lens.extract import compute_features
         from hneuron_lens.models import neuron_sites
         from hneuron_lens.spans import SpanConfig
-        from hneuron_lens.store import compute_features
 
         self.check_compatible(NeuronLayout(tuple(s.d_mlp for s in neuron_sites(data))))
         recorded = self.metadata_.get("features") or {}

@@ -122,8 +122,9 @@ def test_version_report_names_packages_and_ranges():
 
 
 def test_supported_ranges_match_pyproject():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     deps = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"][
         "dependencies"

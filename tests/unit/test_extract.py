@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from hneuron_lens.store import ActivationStore, StoreMismatchError, extract
+from hneuron_lens.extract import extract
+from hneuron_lens.store import ActivationStore, StoreMismatchError
 
 cett_mod = pytest.importorskip("hneuron_lens.cett", reason="hneuron_lens.cett not available")
 spans_mod = pytest.importorskip("hneuron_lens.spans", reason="hneuron_lens.spans not available")
@@ -195,7 +196,8 @@ SCRIPT = SAMPLES_CODE + textwrap.dedent(
     torch.set_num_threads(1)
     import importlib
     cm = importlib.import_module("hneuron_lens.cett")  # the package re-exports a function "cett"
-    from hneuron_lens.store import ActivationStore, extract
+    from hneuron_lens.extract import extract
+    from hneuron_lens.store import ActivationStore
     from hneuron_lens.testing import tiny_model
 
     delay = float(os.environ.get("EXTRACT_DELAY", "0"))
@@ -252,7 +254,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
 
 
 def test_compute_features_matches_the_store_and_reports_skips(model, tmp_path):
-    from hneuron_lens.store import compute_features
+    from hneuron_lens.extract import compute_features
 
     samples = make_samples(9)
     s = samples[4]

@@ -43,6 +43,10 @@ def test_cli_help_loads_no_heavy_package_and_is_fast():
     assert time.perf_counter() - start < 1.0 * 3
 
 
+def test_all_lists_exactly_the_lazy_names():
+    assert hl.__all__ == sorted([*hl._LAZY, *hl._SUBMODULES, "__version__"])
+
+
 def test_every_public_name_resolves():
     for name in hl.__all__:
         assert getattr(hl, name) is not None, name
