@@ -161,10 +161,9 @@ def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
     from hneuron_lens.data.builtin import builtin_nonexistent, builtin_qa
     from hneuron_lens.data.splits import balanced_sample, split_samples
     from hneuron_lens.extract import extract
+    from hneuron_lens.io import claim_output_dir
     from hneuron_lens.probe import probe_path
     from hneuron_lens.store import ActivationStore
-
-    from hneuron_lens.io import claim_output_dir
 
     cfg = cfg or RunConfig()
     out = claim_output_dir(cfg.out_dir, "run", option="--out-dir")  # never a foreign directory

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hneuron_lens.cli import build_parser, main, make_task
+from hneuron_lens.errors import DataError
 from hneuron_lens.features import NeuronLayout
 from hneuron_lens.store import ActivationStore
 
@@ -115,7 +116,7 @@ def test_make_task_exclude_drops_trained_questions(tmp_path, capsys):
 
     with pytest.raises(ValueError, match="--exclude works with the qa"):
         make_task("falseqa", "x.csv", exclude=ids)
-    with pytest.raises(FileNotFoundError, match="--exclude"):
+    with pytest.raises(DataError, match="--exclude"):
         make_task("qa", "builtin", exclude=tmp_path / "missing.jsonl")
 
 
