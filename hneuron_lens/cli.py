@@ -227,6 +227,8 @@ def _load_samples(path: str, fmt: str) -> list[Any]:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    samples = _load_samples(args.data, args.format)  # bad input stops before torch is imported
+
     from hneuron_lens.cett import CETTConfig
     from hneuron_lens.extract import extract, fit_to_context
     from hneuron_lens.io import check_output_dir
@@ -234,7 +236,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from hneuron_lens.spans import SpanConfig
     from hneuron_lens.store import ActivationStore
 
-    samples = _load_samples(args.data, args.format)
     cfg = _config(CETTConfig, regions=tuple(args.regions.split(",")), reduce=args.reduce)
     span_cfg = _config(SpanConfig, fallback=args.fallback)
     check_output_dir(args.store, "activation_store", resume=True, option="--store")

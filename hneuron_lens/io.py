@@ -237,7 +237,7 @@ def check_output_dir(
         return False
     if not path.is_dir():
         raise OutputError(
-            f"{option} {path} is an existing file, not a directory",
+            f"{option} is an existing file, not a directory",
             file=path,
             hint="give a new directory (or an empty one)",
         )
@@ -248,13 +248,13 @@ def check_output_dir(
         if overwrite or resume:
             return True
         raise OutputError(
-            f"{option} {path} already holds {_a(kind)}",
+            f"{option} already holds {_a(kind)}",
             file=path,
             hint="pass --overwrite to replace it, or choose another directory",
         )
     what = _a(found) if found else f"files this library did not write ({_listing(path)})"
     raise OutputError(
-        f"{option} {path} is not empty and holds {what}",
+        f"{option} is not empty and holds {what}",
         file=path,
         hint=f"choose a new or empty directory; it is never replaced by {_a(kind)}"
         + (", even with --overwrite" if overwrite else ""),
@@ -363,20 +363,20 @@ def check_output_file(
         return False
     if path.is_dir():
         raise OutputError(
-            f"{option} {path} is a directory", file=path, hint=f"give a file name for the {kind}"
+            f"{option} is a directory", file=path, hint=f"give a file name for the {kind}"
         )
     if path.stat().st_size == 0:
         return True
     if not recognise(path):
         raise OutputError(
-            f"{option} {path} exists and is not a {kind} written by this library",
+            f"{option} exists and is not a {kind} written by this library",
             file=path,
             hint="choose another file name; it is never replaced, even with --overwrite",
         )
     if overwrite or regenerate:
         return True
     raise OutputError(
-        f"{option} {path} already exists",
+        f"{option} already exists",
         file=path,
         hint="pass --overwrite to replace it, or choose another file name",
     )
