@@ -20,6 +20,7 @@ replace an output that is not an artefact of the same kind (``--overwrite`` repl
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hneuron_lens.errors import DataError, HNeuronLensError, UsageError
+from hneuron_lens.io import loads_json
 
 logger = logging.getLogger("hneuron_lens")
 
@@ -490,7 +492,7 @@ def make_task(
         return task_cls(load(data, limit=limit))
     except HNeuronLensError:
         raise
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError, OSError) as err:
+    except (ValueError, KeyError, TypeError, OSError, RecursionError, csv.Error) as err:
         # the task loaders raise plain exceptions: name the file here
         raise DataError(
             f"cannot read it as a {name} file ({type(err).__name__}: {str(err)[:120]})",
@@ -542,7 +544,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not manifest.is_file():
         raise DataError("not a run directory: no manifest.json", file=run, hint=hint)
     try:
-        m = json.loads(manifest.read_text(encoding="utf-8"))
+        m = loads_json(manifest.read_text(encoding="utf-8"))
         header = f"run {run}  (library {m.get('library_version')}, model {m['model']['name']})"
         funnel, splits = json.dumps(m["funnel"]), json.dumps(m["splits"])
     except (ValueError, KeyError, TypeError, AttributeError) as err:
@@ -562,6 +564,8 @@ def cmd_store(args: argparse.Namespace) -> int:
     from hneuron_lens.store import ActivationStore, StoreCorruptError
 
     store = ActivationStore(args.store)
+    if not args.repair:
+        store.check()  # no store, an unreadable manifest: one line, exit 2
     if args.repair:
         done = store.repair()
         _emit("\n".join(done) if done else f"{args.store}: nothing to repair")

@@ -38,7 +38,7 @@ from hneuron_lens.generation import (
     generate,
     has_chat_template,
 )
-from hneuron_lens.io import atomic_write_text, check_output_file, library_version
+from hneuron_lens.io import atomic_write_text, check_output_file, library_version, loads_json
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +231,11 @@ def qid_seed(qid: str) -> int:
     return int.from_bytes(hashlib.sha256(qid.encode()).digest()[:8], "little") >> 1
 
 
+_LINE_HEADS = (b'{"type": "header"', b'{"type": "question"')
+"""How every line :func:`collect` writes begins: only a cut-off line that starts like one of
+these (or is a prefix of one) is taken for an interrupted write and cut away on resume."""
+
+
 @dataclass
 class _FileState:
     header: dict[str, Any] | None
@@ -262,7 +267,7 @@ def _read_file(path: Path) -> _FileState:
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            obj = loads_json(raw)
         except ValueError as err:  # JSONDecodeError, and UnicodeDecodeError for binary data
             raise DataError(
                 f"line {lineno} is not valid JSON ({type(err).__name__}); the file is damaged "
@@ -284,6 +289,15 @@ def _read_file(path: Path) -> _FileState:
                 "neither a header nor a question record", file=path, line=lineno, hint=hint
             )
     truncated = bool(tail.strip())
+    if truncated and not any(
+        tail.startswith(head) or head.startswith(tail) for head in _LINE_HEADS
+    ):
+        raise DataError(
+            "the last line is incomplete and is not one that collect writes",
+            file=path,
+            line=data[:end].count(b"\n") + 1,
+            hint=hint,
+        )
     if truncated:
         logger.warning(
             "%s: ignoring a truncated last line (%d bytes, an interrupted write)", path, len(tail)
@@ -462,7 +476,7 @@ def _is_judged_file(path: Path) -> bool:
         for raw in f:
             if raw.strip():
                 try:
-                    first = json.loads(raw)
+                    first = loads_json(raw)
                 except ValueError:
                     return False
                 return isinstance(first, dict) and {"qid", "question", "response", "label"} <= set(

@@ -38,7 +38,7 @@ from torch import Tensor
 from hneuron_lens import hooks as _hooks
 from hneuron_lens.errors import DataError, UsageError
 from hneuron_lens.features import NeuronLayout
-from hneuron_lens.io import atomic_write_text, claim_output_dir, safe_child
+from hneuron_lens.io import atomic_write_text, claim_output_dir, loads_json, safe_child
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -373,7 +373,10 @@ class NeuronSet:
             ) from None
         name = path.stem if path.stem not in ("", ".", "..") else "neurons"
         if path.suffix.lower() == ".csv":
-            rows = list(csv.DictReader(text.splitlines()))
+            try:
+                rows = list(csv.DictReader(text.splitlines()))
+            except csv.Error as err:
+                raise DataError(f"not a readable CSV ({err})", file=path, hint=hint) from None
             if not rows or not {"layer", "neuron"} <= set(rows[0]):
                 have = list(rows[0]) if rows else []
                 raise DataError(
@@ -396,7 +399,7 @@ class NeuronSet:
                     ) from None
             return cls.from_pairs(pairs, name=name, meta={"source": str(path)})
         try:
-            d = json.loads(text)
+            d = loads_json(text)
         except ValueError as err:
             raise DataError(
                 f"not JSON ({err})", file=path, line=getattr(err, "lineno", None), hint=hint

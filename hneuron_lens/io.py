@@ -65,6 +65,16 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads`` for text from a user's file: nesting deeper than Python's recursion limit
+    (a line of a million ``[``) raises ``json.JSONDecodeError`` like any other malformed JSON,
+    instead of ``RecursionError``."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("JSON nested too deeply to parse", "", 0) from None
+
+
 # --------------------------------------------------------------------------------------------
 # atomic files
 
@@ -113,7 +123,7 @@ def _json_default(o: Any) -> Any:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return loads_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -141,7 +151,7 @@ def _is_run(path: Path) -> bool:
     with open(head, "rb") as f:
         first = f.readline(1 << 20)
     try:
-        return json.loads(first).get("type") == "header"
+        return loads_json(first).get("type") == "header"
     except (ValueError, AttributeError):
         return False
 

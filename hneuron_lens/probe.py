@@ -38,7 +38,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
-from hneuron_lens.io import atomic_write_text, library_version
+from hneuron_lens.io import atomic_write_text, library_version, loads_json
 
 from .features import FeatureSplit, NeuronLayout
 from .stats import (
@@ -215,7 +215,7 @@ class NeuronTable:
         from hneuron_lens.errors import ProbeError
 
         try:
-            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+            return cls.from_dict(loads_json(Path(path).read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ProbeError(
                 f"not a saved neuron table ({type(err).__name__}: {str(err)[:80]})",
@@ -1590,7 +1590,7 @@ def _read_probe_json(path: Path) -> dict[str, Any]:
 
     hint = "give the directory written by `hneuron-lens train --out` / SparseProbe.save"
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = loads_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ProbeError("no probe.json: not a saved probe", file=path, hint=hint) from None
     except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError included

@@ -95,6 +95,7 @@ from hneuron_lens.io import (
     check_output_dir,
     fsync_dir,
     library_version,
+    loads_json,
     sha256_json,
     to_jsonable,
     write_marker,
@@ -561,7 +562,7 @@ class ActivationStore:
         self._manifest_error = None
         if manifest_path.is_file():
             try:
-                manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+                manifest = loads_json(manifest_path.read_text(encoding="utf-8"))
                 if not isinstance(manifest, dict) or not set(_CORE) <= set(manifest):
                     raise ValueError("not a store manifest")
             except (OSError, ValueError) as err:
@@ -601,7 +602,7 @@ class ActivationStore:
         sidecars = []
         for p in self._sidecar_paths():
             with contextlib.suppress(OSError, ValueError):
-                sc = json.loads(p.read_text(encoding="utf-8"))
+                sc = loads_json(p.read_text(encoding="utf-8"))
                 if isinstance(sc, dict):
                     sidecars.append(sc)
         if not sidecars:
@@ -745,7 +746,7 @@ class ActivationStore:
         self, index: int, sidecar_path: Path, fp_hash: str | None, check_hash: bool
     ) -> tuple[str | None, _Chunk | None]:
         try:
-            sc = json.loads(sidecar_path.read_text(encoding="utf-8"))
+            sc = loads_json(sidecar_path.read_text(encoding="utf-8"))
             rows = int(sc["rows"])
             n_features = int(sc["n_features"])
             files = sc["files"]
@@ -792,6 +793,11 @@ class ActivationStore:
         return None, _Chunk(index=index, sidecar=sc, files=paths)
 
     # ---------------------------------------------------------------- integrity of reads
+
+    def check(self) -> None:
+        """Raise what a read would raise now: no store here, a lost or unreadable manifest, or
+        damaged chunks (:class:`StoreCorruptError`). Checksums are checked by the reads."""
+        self._check_readable()
 
     def _check_readable(self) -> None:
         self._require_manifest()
@@ -988,7 +994,7 @@ class ActivationStore:
         bad = []
         for p in self._sidecar_paths():
             try:
-                sc = json.loads(p.read_text(encoding="utf-8"))
+                sc = loads_json(p.read_text(encoding="utf-8"))
                 ok = (
                     sc.get("fingerprint_sha256") == fp_hash
                     and sc.get("dtype") == wanted["dtype"]

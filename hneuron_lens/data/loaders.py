@@ -39,6 +39,7 @@ from hneuron_lens.data.formats import (
 )
 from hneuron_lens.data.records import FAITHFUL, HALLUCINATED, JudgedSample, MCItem, QAItem
 from hneuron_lens.errors import DataError, UsageError
+from hneuron_lens.io import loads_json
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def _iter_jsonl(path: Path, report: LoadReport, strict: bool) -> Iterator[RawRec
                 )
                 continue
             try:
-                raw = json.loads(line)
+                raw = loads_json(line)
             except json.JSONDecodeError as err:
                 _fail(report, strict, lineno, "<json>", f"unparseable JSON ({err.msg})")
                 continue
@@ -146,7 +147,7 @@ def _iter_jsonl(path: Path, report: LoadReport, strict: bool) -> Iterator[RawRec
 
 def _iter_json(path: Path, report: LoadReport, strict: bool) -> Iterator[RawRecord]:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = loads_json(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
         raise DataFormatError(
             str(path),
@@ -494,7 +495,7 @@ def read_qids(path: str | Path) -> tuple[dict[str, int], int]:
     """
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = loads_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(
             "no qids file beside the responses file",
