@@ -708,8 +708,13 @@ class ActivationStore:
                 if repair:
                     self._quarantine(paths, "data files without a sidecar: an interrupted write")
                 continue  # a reader: a write in progress, or one killed before its sidecar
-            check_hash = full_from is not None and index >= full_from
-            problem, chunk = self._check_chunk(index, sidecar_path, fp_hash, check_hash)
+            # readers hash what they read (later); a writer hashes every chunk the checksum
+            # cache does not vouch for, so it never builds on (or keeps) damaged bytes
+            if full_from is not None and index >= full_from:
+                hash_mode = "all"
+            else:
+                hash_mode = "unvouched" if repair else "none"
+            problem, chunk = self._check_chunk(index, sidecar_path, fp_hash, hash_mode)
             if problem is None and chunk is not None:
                 dup = [i for i in chunk.sidecar["ids"] if i in self._rows]
                 if dup:
@@ -743,8 +748,11 @@ class ActivationStore:
                 )
 
     def _check_chunk(
-        self, index: int, sidecar_path: Path, fp_hash: str | None, check_hash: bool
+        self, index: int, sidecar_path: Path, fp_hash: str | None, hash_mode: str
     ) -> tuple[str | None, _Chunk | None]:
+        """Validate one chunk: sidecar, sizes, ``.npy`` headers, and its data files' sha256
+        (``hash_mode``: ``"none"``, ``"unvouched"`` (unless the checksum cache vouches), ``"all"``).
+        Returns ``(problem, None)`` or ``(None, chunk)``."""
         try:
             sc = loads_json(sidecar_path.read_text(encoding="utf-8"))
             rows = int(sc["rows"])
@@ -780,7 +788,10 @@ class ActivationStore:
                 return f"{p.name}: shape {shape} {dtype}, expected ({rows}, {n_features})", None
             if offset + rows * n_features * dtype.itemsize != size:
                 return f"{p.name}: size does not match its header", None
-            if check_hash:
+            vouched = hash_mode == "unvouched" and self._cache_vouches(
+                p.name, p.stat(), meta["sha256"]
+            )
+            if hash_mode == "all" or (hash_mode == "unvouched" and not vouched):
                 hashed_at = time.time_ns()
                 if file_sha256(p) != meta["sha256"]:
                     return (

@@ -472,6 +472,7 @@ def _judged(path: Path, n: int = 6, big: int = 0) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_subprocess_rows_without_a_model(tmp_path, good_store):
     """Table rows 1, 3, 7, 8, 11 and the subcommands that need no model, as a user meets them."""
     from hneuron_lens.features import NeuronLayout
@@ -539,6 +540,7 @@ def test_subprocess_rows_without_a_model(tmp_path, good_store):
     assert (run / "notes.md").read_text() == "my notes"
 
 
+@pytest.mark.slow
 def test_subprocess_rows_with_a_tiny_model(tmp_path):
     """Rows 2 (lost manifest: train reads, extract rebuilds) and 9 (a 50 MB line)."""
     from hneuron_lens.store import ActivationStore
