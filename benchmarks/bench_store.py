@@ -128,6 +128,9 @@ def verify_cost(n: int, root: Path, repeats: int = 3) -> dict[str, float]:
             ids, [i % 2 for i in range(b)], ["train"] * b, {r: synthetic(rng, b) for r in REGIONS}
         )
     store.close()
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["verified"] = {}  # close() vouched for the older chunks: measure hashing them all
+    (path / "manifest.json").write_text(json.dumps(manifest))
     files = sorted((path / "chunks").glob("*.npy"))
     mb = sum(p.stat().st_size for p in files) / 1e6
 
@@ -142,7 +145,7 @@ def verify_cost(n: int, root: Path, repeats: int = 3) -> dict[str, float]:
     def read(reader: ActivationStore) -> None:
         split = reader.split("train")
         for r in REGIONS:
-            np.asarray(split.region(r)).sum()  # touch every byte, as a probe fit does
+            np.asarray(split.region(r)).max()  # touch every byte, as a probe fit does
 
     t_hash = timed(lambda: [file_sha256(p) for p in files])
 

@@ -6,8 +6,8 @@ one raises :class:`~hneuron_lens.data.formats.DataFormatError` instead.
 
 JSON lines are parsed here, line by line, so that a bad line is reported with its number and
 the ``{"<qid>": {...}}`` per-line layout (dynamic top-level keys, which ``datasets`` cannot
-express) is supported. Parquet and CSV files, and Hub ids, are read through Hugging Face
-``datasets``.
+express) is supported. Parquet and CSV files are read with ``pyarrow`` (nothing is written to a
+cache), Hub ids through Hugging Face ``datasets``.
 """
 
 from __future__ import annotations
@@ -194,7 +194,8 @@ def _iter_rows(
 
 
 def _table_rows(path: Path) -> Iterator[dict[str, Any]]:
-    import datasets  # deferred: heavy import
+    """Rows of a local CSV / Parquet file, read with pyarrow (no cache directory, no lock)."""
+    import pyarrow as pa  # deferred: heavy import
 
     kind = "Parquet" if path.suffix.lower() == ".parquet" else "CSV"
     if path.stat().st_size == 0:
@@ -203,19 +204,25 @@ def _table_rows(path: Path) -> Iterator[dict[str, Any]]:
         )
     try:
         if kind == "Parquet":
-            ds = datasets.Dataset.from_parquet(str(path), keep_in_memory=True)
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
         else:
-            ds = datasets.Dataset.from_csv(str(path), keep_in_memory=True)
-    except Exception as err:  # datasets/pyarrow/pandas raise many types for a bad file
-        cause = err.__cause__ or err.__context__ or err
+            import pyarrow.csv as pacsv
+
+            table = pacsv.read_csv(
+                path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True)
+            )
+        rows = table.to_pylist()  # column names are decoded here
+    except (pa.ArrowException, OSError, ValueError) as err:
         raise DataFormatError(
             str(path),
             None,
             "<file>",
-            f"cannot be read as {kind} ({type(cause).__name__}: {_first_line(cause)})",
+            f"cannot be read as {kind} ({type(err).__name__}: {_first_line(err)})",
             hint=f"check that it is a {kind} file (the suffix decides how it is read)",
         ) from None
-    yield from ds
+    yield from rows
 
 
 def _first_line(err: BaseException, n: int = 120) -> str:

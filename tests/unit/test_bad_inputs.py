@@ -22,16 +22,16 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from hneuron_lens import cli
+from hneuron_lens.collect import _LINE_HEADS
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -135,33 +135,35 @@ class Blob(bytes):
         return f"Blob({len(self)} bytes: {bytes(self[:40])!r}...)"
 
 
-@st.composite
-def bad_records(draw) -> tuple[str, bytes]:
-    """(family, content) of a text/JSON file from which no record can be loaded."""
-    family = draw(
-        st.sampled_from(
-            ["empty", "binary", "non_utf8", "wrong_schema", "truncated", "csv_text", "huge"]
-        )
-    )
+FAMILIES = ("empty", "binary", "non_utf8", "wrong_schema", "truncated", "csv_text", "huge")
+"""Kinds of bad file: each holds no usable record for any loader."""
+
+
+def bad_content(family: str) -> st.SearchStrategy[bytes]:
+    """File contents of one family (see :data:`FAMILIES`)."""
     if family == "empty":
-        return family, draw(st.sampled_from([b"", b"\n", b"   \n\n", b"\t\r\n"]))
-    if family == "binary":
-        lines = draw(st.lists(st.binary(max_size=60), min_size=1, max_size=8))
-        return family, b"\n".join(b"\xff" + line.replace(b"\n", b"") + b"\x80" for line in lines)
-    if family == "non_utf8":
-        text = draw(st.text(alphabet='éàüßøñ€abc "{}:', min_size=1, max_size=40))
-        record = json.dumps(
-            {"question": "Où est " + text, "response": "à Paris", "label": 0}, ensure_ascii=False
+        return st.sampled_from([b"", b"\n", b"   \n\n", b"\t\r\n"])
+    if family == "binary":  # every line holds bytes that are not UTF-8
+        return st.lists(st.binary(max_size=60), min_size=1, max_size=8).map(
+            lambda lines: b"\n".join(b"\xff" + x.replace(b"\n", b"") + b"\x80" for x in lines)
         )
-        codec = draw(st.sampled_from(["latin-1", "utf-16", "cp1252"]))
-        return family, record.encode(codec, errors="replace")
-    if family == "wrong_schema":
-        keys = draw(st.lists(_word.filter(lambda k: k not in KNOWN_KEYS), min_size=1, max_size=4))
-        rows = draw(
-            st.lists(st.fixed_dictionaries({k: _scalar for k in keys}), min_size=1, max_size=5)
+    if family == "non_utf8":  # a plausible record in another encoding
+        text = st.text(alphabet='éàüßøñ€abc "{}:', min_size=1, max_size=40)
+        codec = st.sampled_from(["latin-1", "utf-16", "cp1252"])
+        return st.tuples(text, codec).map(
+            lambda tc: json.dumps(
+                {"question": "Où est " + tc[0], "response": "à Paris", "label": 0},
+                ensure_ascii=False,
+            ).encode(tc[1], errors="replace")
         )
-        return family, "".join(json.dumps(r) + "\n" for r in rows).encode()
-    if family == "truncated":
+    if family == "wrong_schema":  # JSON objects with none of the expected fields
+        keys = st.lists(_word.filter(lambda k: k not in KNOWN_KEYS), min_size=1, max_size=4)
+        return keys.flatmap(
+            lambda ks: st.lists(
+                st.fixed_dictionaries({k: _scalar for k in ks}), min_size=1, max_size=5
+            )
+        ).map(lambda rows: "".join(json.dumps(r) + "\n" for r in rows).encode())
+    if family == "truncated":  # a valid record cut before its end (a copy interrupted)
         record = json.dumps(
             {
                 "qid": "q1",
@@ -172,21 +174,23 @@ def bad_records(draw) -> tuple[str, bytes]:
                 "answer": "Paris",
             }
         )
-        cut = draw(st.integers(1, len(record) - 1))
-        return family, record[:cut].encode()
-    if family == "csv_text":
-        header = draw(st.sampled_from(["question,response,label", "a,b,c", "question;answer"]))
-        return family, (header + "\nWhat?,Paris,0\nWho?,Me,1\n").encode()
-    size = draw(st.integers(1_000_000, 2_000_000))  # huge: one line of 1-2 MB, not JSON
-    return family, Blob(draw(st.sampled_from([b"x", b"[", b"{", b"1,", b'{"a":'])) * size)
+        return st.integers(1, len(record) - 1).map(lambda cut: record[:cut].encode())
+    if family == "csv_text":  # a CSV file given where JSON is expected (and vice versa)
+        header = st.sampled_from(["question,response,label", "a,b,c", "question;answer"])
+        return header.map(lambda h: (h + "\nWhat?,Paris,0\nWho?,Me,1\n").encode())
+    assert family == "huge"  # one line of 1-2 MB that is not JSON (or nested past the limit)
+    return st.tuples(
+        st.integers(1_000_000, 2_000_000), st.sampled_from([b"x", b"[", b"{", b"1,", b'{"a":'])
+    ).map(lambda sc: Blob(sc[1] * sc[0]))
 
 
 FAST = settings(
-    max_examples=12,
+    max_examples=4,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+"""Per (target, family): 4 generated files (``derandomize``: the same ones on every run)."""
 
 
 def _workdir() -> Path:
@@ -218,66 +222,67 @@ def _check(
     assert tree_digest(root) == before  # no byte changed, nothing created
 
 
-@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
-@FAST
-@given(bad=bad_records())
-def test_extract_judged(suffix, bad):
-    _check(
-        lambda root, path: ["extract", "--data", str(path), "--store", str(root / "store")],
-        bad[1],
-        "judged" + suffix,
-    )
+def _store(root: Path) -> list[str]:
+    return ["--store", str(root / "store")]
 
 
-@FAST
-@given(bad=bad_records())
-def test_extract_release(bad):
-    _check(
-        lambda root, path: [
-            "extract",
-            "--format",
-            "release",
-            "--data",
-            str(path),
-            "--store",
-            str(root / "store"),
-        ],
-        bad[1],
+TARGETS = {
+    # name: (argv builder, bad file name, extra good files, families that are not bad for it)
+    "extract judged .jsonl": (
+        lambda root, path: ["extract", "--data", str(path), *_store(root)],
+        "judged.jsonl",
+        None,
+        (),
+    ),
+    "extract judged .json": (
+        lambda root, path: ["extract", "--data", str(path), *_store(root)],
+        "judged.json",
+        None,
+        (),
+    ),
+    "extract judged .csv": (
+        lambda root, path: ["extract", "--data", str(path), *_store(root)],
+        "judged.csv",
+        None,
+        ("csv_text",),  # question,response,label rows are a valid judged CSV
+    ),
+    "extract release": (
+        lambda root, path: ["extract", "--format", "release", "--data", str(path), *_store(root)],
         "m_answer_tokens_train.jsonl",
-        extra=QIDS,
-    )
-
-
-@FAST
-@given(bad=bad_records())
-def test_collect_data(bad):
-    _check(
-        lambda root, path: ["collect", "--data", str(path), "--out", str(root / "out.jsonl")],
-        bad[1],
+        QIDS,
+        (),
+    ),
+    "collect --data .jsonl": (
+        lambda root, path: ["collect", "--data", str(path), "--out", str(root / "o.jsonl")],
         "questions.jsonl",
-    )
-
-
-@FAST
-@given(bad=bad_records().filter(lambda b: b[0] != "empty"))  # an empty file is a new one
-def test_collect_existing_out_that_is_not_a_collection(bad):
-    _check(lambda root, path: ["collect", "--out", str(path)], bad[1], "responses.jsonl")
-
-
-@FAST
-@given(bad=bad_records())
-def test_run_questions(bad):
-    _check(
+        None,
+        (),
+    ),
+    "collect --data .csv": (
+        lambda root, path: ["collect", "--data", str(path), "--out", str(root / "o.jsonl")],
+        "questions.csv",
+        None,
+        (),
+    ),
+    "collect --data .parquet": (
+        lambda root, path: ["collect", "--data", str(path), "--out", str(root / "o.jsonl")],
+        "questions.parquet",
+        None,
+        (),
+    ),
+    "collect --out (existing)": (
+        lambda root, path: ["collect", "--out", str(path)],
+        "responses.jsonl",
+        None,
+        ("empty",),  # an empty file is a new collection
+    ),
+    "run --questions": (
         lambda root, path: ["run", "--questions", str(path), "--out-dir", str(root / "run")],
-        bad[1],
         "questions.jsonl",
-    )
-
-
-@FAST
-@given(bad=bad_records())
-def test_intervene_qa_data(bad):
-    _check(
+        None,
+        (),
+    ),
+    "intervene --data qa": (
         lambda root, path: [
             "intervene",
             "--neurons",
@@ -289,47 +294,11 @@ def test_intervene_qa_data(bad):
             "--out",
             str(root / "sweep"),
         ],
-        bad[1],
         "qa.jsonl",
-        extra=NEURONS,
-    )
-
-
-@FAST
-@given(bad=bad_records(), suffix=st.sampled_from([".json", ".csv"]))
-def test_intervene_neuron_file(bad, suffix):
-    _check(
-        lambda root, path: [
-            "intervene",
-            "--neurons",
-            str(path),
-            "--task",
-            "qa",
-            "--out",
-            str(root / "sweep"),
-        ],
-        bad[1],
-        "neurons" + suffix,
-    )
-
-
-@FAST
-@given(bad=bad_records().filter(lambda b: b[0] != "huge"))
-def test_table_files(bad):
-    """CSV / Parquet through ``datasets`` and the FalseQA task loader (csv module)."""
-    _check(
-        lambda root, path: ["collect", "--data", str(path), "--out", str(root / "o.jsonl")],
-        bad[1],
-        "questions.csv",
-    )
-    _check(
-        lambda root, path: ["collect", "--data", str(path), "--out", str(root / "o.jsonl")],
-        bad[1],
-        "questions.parquet",
-    )
-    if bad[0] == "csv_text":  # question,response,label rows make a valid FalseQA file
-        return
-    _check(
+        NEURONS,
+        (),
+    ),
+    "intervene --data falseqa": (
         lambda root, path: [
             "intervene",
             "--neurons",
@@ -341,10 +310,61 @@ def test_table_files(bad):
             "--out",
             str(root / "sweep"),
         ],
-        bad[1],
         "falseqa.csv",
-        extra=NEURONS,
-    )
+        NEURONS,
+        ("csv_text",),  # question,...,label rows are a valid FalseQA file
+    ),
+    "intervene --neurons .json": (
+        lambda root, path: [
+            "intervene",
+            "--neurons",
+            str(path),
+            "--task",
+            "qa",
+            "--out",
+            str(root / "sweep"),
+        ],
+        "neurons.json",
+        None,
+        (),
+    ),
+    "intervene --neurons .csv": (
+        lambda root, path: [
+            "intervene",
+            "--neurons",
+            str(path),
+            "--task",
+            "qa",
+            "--out",
+            str(root / "sweep"),
+        ],
+        "neurons.csv",
+        None,
+        (),
+    ),
+    "report": (
+        lambda root, path: ["report", str(path.parent)],
+        "run/manifest.json",
+        None,
+        (),
+    ),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("target", sorted(TARGETS))
+@FAST
+@given(data=st.data())
+def test_bad_file(target, family, data):
+    """Every loader and file-reading subcommand x every family of bad file."""
+    argv_for, name, extra, not_bad = TARGETS[target]
+    if family in not_bad:
+        return
+    content = data.draw(bad_content(family), label="content")
+    if target == "collect --out (existing)":  # '{' or '{"' may be collect's own cut-off line
+        assume(not any(head.startswith(content.strip()) for head in _LINE_HEADS))
+    expect = "run" if target == "report" else None
+    _check(argv_for, content, name, expect_in_error=expect, extra=extra)
 
 
 @pytest.fixture(scope="module")
@@ -375,16 +395,24 @@ def _copy_store(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @FAST
-@given(bad=bad_records())
-def test_store_manifest(good_store, bad):
-    """train, evaluate (store side) and store on a store whose manifest.json is garbage."""
+@given(data=st.data())
+def test_bad_store_manifest(good_store, family, data):
+    """train, evaluate and store on a store whose manifest.json is a bad file."""
+    from hneuron_lens.features import NeuronLayout
+    from hneuron_lens.probe import SparseProbe
+
     root = _workdir()
     store = _copy_store(good_store, root / "store")
-    (store / "manifest.json").write_bytes(bad[1])
+    (store / "manifest.json").write_bytes(data.draw(bad_content(family), label="content"))
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 16)).astype(np.float32), np.arange(40) % 2
+    probe = SparseProbe(C=1.0).fit(x, y, layout=NeuronLayout.uniform(2, 8)).save(root / "p")
     before = tree_digest(root)
     for argv in (
         ["train", "--store", str(store), "--out", str(root / "probe")],
+        ["evaluate", "--probe", str(probe), "--store", str(store)],
         ["store", str(store)],
     ):
         code, stderr = run_main(argv)
@@ -392,9 +420,12 @@ def test_store_manifest(good_store, bad):
     assert tree_digest(root) == before
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("name", ["probe.json", "weights.safetensors"])
 @FAST
-@given(bad=bad_records(), name=st.sampled_from(["probe.json", "weights.safetensors"]))
-def test_evaluate_probe_files(good_store, bad, name):
+@given(data=st.data())
+def test_bad_probe_file(good_store, family, name, data):
+    """evaluate and intervene on a saved probe with one bad file."""
     from hneuron_lens.features import NeuronLayout
     from hneuron_lens.probe import SparseProbe
 
@@ -402,22 +433,15 @@ def test_evaluate_probe_files(good_store, bad, name):
     rng = np.random.default_rng(0)
     x, y = rng.random((40, 16)).astype(np.float32), np.arange(40) % 2
     probe_dir = SparseProbe(C=1.0).fit(x, y, layout=NeuronLayout.uniform(2, 8)).save(root / "p")
-    (probe_dir / name).write_bytes(bad[1])
+    (probe_dir / name).write_bytes(data.draw(bad_content(family), label="content"))
     before = tree_digest(root)
-    code, stderr = run_main(["evaluate", "--probe", str(probe_dir), "--store", str(good_store)])
-    assert_one_line_error(code, stderr, name)
+    for argv in (
+        ["evaluate", "--probe", str(probe_dir), "--store", str(good_store)],
+        ["intervene", "--probe", str(probe_dir), "--task", "qa", "--out", str(root / "sweep")],
+    ):
+        code, stderr = run_main(argv)
+        assert_one_line_error(code, stderr, name)
     assert tree_digest(root) == before
-
-
-@FAST
-@given(bad=bad_records())
-def test_report_manifest(bad):
-    _check(
-        lambda root, path: ["report", str(path.parent)],
-        bad[1],
-        "run/manifest.json",
-        expect_in_error="run",
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -531,12 +555,9 @@ def test_subprocess_rows_without_a_model(tmp_path, good_store):
         (["report", str(tmp_path / "mine")], "mine"),
     ]
     before = tree_digest(tmp_path)
-    t0 = time.perf_counter()
     for argv, names in rows:
         assert_refused(cli_proc(*argv), names)
-    seconds = time.perf_counter() - t0
     assert tree_digest(tmp_path) == before, "a refused command changed a file"
-    assert seconds < 120, seconds
     assert (run / "notes.md").read_text() == "my notes"
 
 
@@ -563,12 +584,9 @@ def test_subprocess_rows_with_a_tiny_model(tmp_path):
 
     big = _judged(tmp_path / "big.jsonl", n=4, big=50_000_000)
     assert big.stat().st_size > 50_000_000
-    t0 = time.perf_counter()
     proc = cli_proc("extract", "--data", str(big), "--store", str(tmp_path / "s2"), tiny=True)
-    seconds = time.perf_counter() - t0
     assert_one_line_error(proc.returncode, proc.stderr, "1 of 4 samples are longer than")
     assert "50,000,0" in proc.stderr and not (tmp_path / "s2").exists()
-    assert seconds < 60, seconds
     proc = cli_proc(
         "extract",
         "--data",
