@@ -72,9 +72,22 @@ def _config(cls: Any, **kwargs: Any) -> Any:
 
 
 def _load_model(args: argparse.Namespace) -> Any:
+    from hneuron_lens.errors import ModelError
     from hneuron_lens.models import load_model
 
-    return load_model(args.model, dtype=args.dtype, device=args.device)
+    try:
+        return load_model(args.model, dtype=args.dtype, device=args.device)
+    except HNeuronLensError:
+        raise
+    except (OSError, ValueError, RuntimeError, AssertionError, ImportError) as err:
+        # transformers / torch say "not found", "offline", "no CUDA" in many exception types
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        raise ModelError(
+            f"cannot load model {args.model!r} on {args.device} ({type(err).__name__}: {first})",
+            field="--model",
+            hint="give 'default', 'gemma-3-270m', a .gguf file, a local Hugging Face directory "
+            "or a hub id cached for offline use; check --device and --dtype",
+        ) from err
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:

@@ -959,7 +959,7 @@ def _read_run(path: Path, header: dict[str, Any]) -> list[dict[str, Any]] | None
     if not path.is_file():
         return None
     try:
-        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        lines = [loads_json(x) for x in path.read_text().splitlines() if x.strip()]
     except ValueError:
         logger.warning("%s is damaged: recomputing", path)
         return None

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from hneuron_lens.data.records import FAITHFUL, HALLUCINATED, JudgedSample, QAItem
-from hneuron_lens.io import atomic_write_text
+from hneuron_lens.io import atomic_write_text, loads_json
 from hneuron_lens.llm import ChatClient, LLMError
 
 logger = logging.getLogger(__name__)
@@ -643,7 +643,7 @@ def _load_jsonl_cache(path: Path) -> dict[str, dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = loads_json(line)
                 cache[record["key"]] = record
             except (json.JSONDecodeError, KeyError, TypeError):
                 logger.warning("LLM judge cache %s: skipping malformed line %d", path, lineno)

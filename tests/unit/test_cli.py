@@ -128,3 +128,41 @@ def test_make_task_builtin_limit_is_a_seeded_sample_across_topics():
     assert [i.qid for i in a.items] != [i.qid for i in c.items]
     topics = {i.qid.rsplit("-", 1)[0] for i in a.items}
     assert len(topics) > 3
+
+
+def test_user_errors_are_one_line_exit_2_and_bugs_exit_1(tmp_path, capsys, monkeypatch):
+    from hneuron_lens import cli
+
+    def missing(spec, **kw):
+        raise FileNotFoundError(f"model directory not found: {spec}")
+
+    monkeypatch.setattr("hneuron_lens.models.load_model", missing)
+    data = tmp_path / "j.jsonl"
+    data.write_text(
+        json.dumps({"qid": "a", "question": "Q?", "response": "It is Paris.", "label": 0,
+                    "answer_text": "Paris"}) + "\n"
+    )  # fmt: skip
+    argv = ["extract", "--data", str(data), "--store", str(tmp_path / "s"), "--model", "/nope"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: cannot load model '/nope'") and "(--model)" in err[-1]
+
+    def bug(args):
+        raise TypeError("unexpected None")
+
+    monkeypatch.setattr(cli, "build_parser", _parser_with(cli.build_parser, "report", bug))
+    assert main(["report", str(tmp_path)]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "internal error (TypeError: unexpected None)" in line and "bug" in line
+    assert main(["-v", "report", str(tmp_path)]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def _parser_with(build, command, func):
+    def build_parser():
+        parser = build()
+        for action in parser._subparsers._group_actions:
+            action.choices[command].set_defaults(func=func)
+        return parser
+
+    return build_parser

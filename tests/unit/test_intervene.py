@@ -349,6 +349,14 @@ def test_non_integer_indices_and_unsafe_names_are_refused(tmp_path) -> None:
     for name in ("..", ".", "", "a/b", "..\\x", "x\x00"):
         with pytest.raises(UsageError, match="cannot be used as a directory name"):
             NeuronSet.from_pairs([(0, 1)], name=name)
+    from hneuron_lens.intervene import alpha_sweep
+
+    with pytest.raises(UsageError, match="'..'"):  # used to write one level above out_dir
+        alpha_sweep(
+            model_of("llama"), {"layers": [0], "neurons": [1], "name": ".."}, None,
+            out_dir=tmp_path / "sweep",
+        )  # fmt: skip
+    assert not (tmp_path / "sweep").exists() and sorted(tmp_path.iterdir()) == []
     csv = tmp_path / "set.csv"
     csv.write_text("layer,neuron\n0,1\n0.7,3\n")
     with pytest.raises(DataError, match="whole-number") as err:
