@@ -37,14 +37,13 @@ file changed within the same timestamp tick as its hash would otherwise look unc
 trusts an entry only when the file's size and mtime are still those recorded and the sha256 is
 the sidecar's. ``verify=True`` ignores the cache and hashes everything.
 
-**One writer at a time.** The lock is ``flock(2)`` on ``STORE/.lock``, held from :meth:`open_for`
-to :meth:`close` (the whole write session: open, id checks, writes, manifest). The kernel releases
+**One writer at a time.** The lock (:class:`hneuron_lens.lock.WriteLock`: ``flock(2)`` on
+``STORE/.lock``, which records the holder's pid, host and start time) is held from :meth:`open_for`
+to :meth:`close`: the whole write session (open, id checks, writes, manifest). The kernel releases
 it when the holder exits in any way (SIGKILL included), so on a local disk a lock never outlives its
-writer; a second writer gets :class:`StoreBusyError` naming the holder. Stale-lock rule, for file
-systems without ``flock`` (some network mounts): the lock file's record (pid, host, start time)
-is honoured while that pid runs on that host; a record from this host whose pid is gone is stale
-and is taken over with a warning; a record from another host is honoured until removed by hand
-(the message says how).
+writer; a second writer gets :class:`StoreBusyError` naming the holder. Without ``flock`` (some
+network mounts) the stale-lock rule of :mod:`hneuron_lens.lock` applies: a record from this host
+whose pid is gone is taken over, one from another host is honoured until removed by hand.
 
 **A lost manifest is rebuilt, never emptied.** Sidecars carry the manifest's fingerprint, layout,
 regions and dtype, so a store whose ``manifest.json`` was deleted is read as before (rebuilt in
@@ -72,13 +71,11 @@ returns memory maps without copying.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -100,11 +97,7 @@ from hneuron_lens.io import (
     to_jsonable,
     write_marker,
 )
-
-try:  # POSIX advisory locks; elsewhere only the pid/host record of the lock file is used.
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
+from hneuron_lens.lock import WriteLock
 
 logger = logging.getLogger(__name__)
 
@@ -233,16 +226,6 @@ def _to_dtype(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return out
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 # --------------------------------------------------------------------------------------------
 # the store
 
@@ -307,7 +290,7 @@ class ActivationStore:
             )
         self.chunk_size = int(chunk_size)
         self._requested_dtype = dtype
-        self._lock_fd: int | None = None
+        self._lock = WriteLock(self.path / ".lock")
         self._buffer: list[dict[str, Any]] = []
         self._session_marker = False
         self.manifest: dict[str, Any] | None = None
@@ -367,7 +350,7 @@ class ActivationStore:
     @property
     def is_writer(self) -> bool:
         """True while this object holds the store's write lock."""
-        return self._lock_fd is not None
+        return self._lock.held
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -421,79 +404,13 @@ class ActivationStore:
 
     # ---------------------------------------------------------------- locking
 
-    def _lock_record(self) -> dict[str, Any]:
-        return {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-
-    def _read_lock_record(self, fd: int) -> dict[str, Any]:
-        try:
-            raw = os.pread(fd, 4096, 0)
-            rec = json.loads(raw.decode()) if raw.strip() else {}
-        except (OSError, ValueError):
-            rec = {}
-        return rec if isinstance(rec, dict) else {}
-
     def _try_lock(self) -> dict[str, Any] | None:
-        """Take the write lock. Returns ``None`` on success, else the holder's record."""
-        if self._lock_fd is not None:
-            return None
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    holder = self._read_lock_record(fd) or {"pid": "?", "host": "?"}
-                    os.close(fd)
-                    return holder
-                except OSError as err:
-                    if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                        raise
-                    holder = self._stale_rule(fd)
-                    if holder is not None:
-                        os.close(fd)
-                        return holder
-            else:  # pragma: no cover
-                holder = self._stale_rule(fd)
-                if holder is not None:
-                    os.close(fd)
-                    return holder
-            data = json.dumps(self._lock_record()).encode()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, data, 0)
-            os.fsync(fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            raise
-        self._lock_fd = fd
-        return None
-
-    def _stale_rule(self, fd: int) -> dict[str, Any] | None:
-        """Without flock: the holder's record, unless it is empty or stale (see module doc)."""
-        rec = self._read_lock_record(fd)
-        if not rec:
-            return None
-        if rec.get("host") == socket.gethostname():
-            pid = int(rec.get("pid", -1))
-            if pid == os.getpid() or not _pid_alive(pid):
-                logger.warning("taking over the stale lock of %s (pid %s is gone)", self.path, pid)
-                return None
-        return rec
+        """Take the write lock (:class:`~hneuron_lens.lock.WriteLock` on ``STORE/.lock``).
+        Returns ``None`` on success, else the holder's record."""
+        return self._lock.try_acquire()
 
     def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            fd, self._lock_fd = self._lock_fd, None
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)  # an empty record: nobody holds it
-            if fcntl is not None:
-                with contextlib.suppress(OSError):
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        self._lock.release()
 
     def _acquire_writer(self) -> None:
         holder = self._try_lock()
@@ -509,7 +426,7 @@ class ActivationStore:
     @contextlib.contextmanager
     def _writing(self) -> Any:
         """Hold the write lock for a block (re-reading the store when newly taken)."""
-        had_lock = self._lock_fd is not None
+        had_lock = self._lock.held
         self._acquire_writer()
         try:
             if not had_lock:
@@ -531,7 +448,7 @@ class ActivationStore:
         Args:
             verify: hash every chunk file now (ignoring the checksum cache).
         """
-        repair = self._lock_fd is not None
+        repair = self._lock.held
         if repair:
             self._finish_interrupted_compact()
         self._data_dir = self._pick_data_dir()
@@ -625,7 +542,7 @@ class ActivationStore:
                 self.path,
                 len(sidecars),
                 ""
-                if self._lock_fd is not None
+                if self._lock.held
                 else " (in memory; the next writer, or "
                 f"`hneuron-lens store {self.path} --repair`, writes it back)",
             )
@@ -884,7 +801,7 @@ class ActivationStore:
             self._require_manifest()  # raises: nothing here to repair
         qdir = self.path / "quarantine"
         before = set(qdir.iterdir()) if qdir.is_dir() else set()
-        had_lock = self._lock_fd is not None
+        had_lock = self._lock.held
         self._acquire_writer()
         try:
             rebuilt = self.manifest_rebuilt or self._manifest_error is not None
@@ -1073,7 +990,7 @@ class ActivationStore:
 
         Files the cache or this object's hashing already vouch for are not hashed again.
         """
-        assert self.manifest is not None and self._lock_fd is not None
+        assert self.manifest is not None and self._lock.held
         cache: dict[str, list[Any]] = {}
         for chunk in self._chunks:
             for region, path in chunk.files.items():
@@ -1118,7 +1035,7 @@ class ActivationStore:
         Call :meth:`flush` or :meth:`close` to write the last partial chunk.
         """
         manifest = self._require_manifest()
-        if self._lock_fd is None:
+        if not self._lock.held:
             self._acquire_writer()
             self.refresh()
             manifest = self._require_manifest()
@@ -1179,7 +1096,7 @@ class ActivationStore:
         cache), drop the lock. Reads keep working; a reader's close does nothing."""
         try:
             self.flush()
-            if self._lock_fd is not None and self.manifest is not None:
+            if self._lock.held and self.manifest is not None:
                 self._record_verified()
                 self.manifest["counts"] = self._counts()
                 self.manifest["chunks"] = self._chunk_list()
@@ -1202,7 +1119,7 @@ class ActivationStore:
 
     def _write_chunk(self, rows: list[dict[str, Any]], directory: Path | None = None) -> None:
         manifest = self._require_manifest()
-        assert self._lock_fd is not None, "chunks are written under the lock"
+        assert self._lock.held, "chunks are written under the lock"
         directory = directory or self.chunk_dir
         directory.mkdir(parents=True, exist_ok=True)
         index = self._next_index()

@@ -385,9 +385,9 @@ def test_stale_lock_rule_without_flock(tmp_path, monkeypatch):
     """Where flock is unavailable the pid/host record decides (module docstring)."""
     import socket
 
-    import hneuron_lens.store as store_mod
+    import hneuron_lens.lock as lock_mod
 
-    monkeypatch.setattr(store_mod, "fcntl", None)
+    monkeypatch.setattr(lock_mod, "fcntl", None)
     root = tmp_path / "st"
     fill(ActivationStore(root), 2)
     dead = {"pid": 2**22 + 12345, "host": socket.gethostname(), "started": "then"}
