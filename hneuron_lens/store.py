@@ -594,7 +594,8 @@ class ActivationStore:
         self._chunks, self._rows, self.problems = [], {}, []
         self._verified = {}
         if not self._data_dir.is_dir() or self.manifest is None:
-            if self._orphaned is None and self._data_dir.is_dir() and self._sidecar_paths():
+            no_reason = self._orphaned is None and self._manifest_error is None
+            if no_reason and self._data_dir.is_dir() and self._sidecar_paths():
                 self._orphaned = "manifest.json is missing and no chunk sidecar is readable"
             return
         fp_hash = sha256_json(self.manifest["fingerprint"])
@@ -873,6 +874,8 @@ class ActivationStore:
             "regions": regions,
             "dtype": dtype,
         }
+        if self._manifest_error is not None and not overwrite:
+            raise self._manifest_error  # e.g. a store of a newer format: never replaced silently
         if self.manifest is None and self._orphaned and not overwrite:
             self._adopt_orphaned_chunks(wanted)
         if self.manifest is not None:
@@ -891,13 +894,15 @@ class ActivationStore:
                     "replace it",
                 )
             logger.warning("overwriting store %s: %s", self.path, "; ".join(diff))
-        if self.manifest is not None or self._data_dir.exists() or self._orphaned:
-            self._buffer.clear()
+        self._buffer.clear()
+        if overwrite:  # the user asked to replace a store: its chunks and manifest go
             for name in ("chunks", "chunks.new", "chunks.old"):
                 if (self.path / name).exists():
                     shutil.rmtree(self.path / name)
-            (self.path / "writing.json").unlink(missing_ok=True)
             (self.path / "manifest.json").unlink(missing_ok=True)
+        elif self.chunk_dir.is_dir():  # no manifest, no sidecar: leftovers are moved, not deleted
+            self._quarantine(sorted(self.chunk_dir.iterdir()), "files of a store without manifest")
+        (self.path / "writing.json").unlink(missing_ok=True)
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.manifest = {
             "format": STORE_FORMAT,

@@ -522,3 +522,23 @@ def test_assign_splits(tmp_path):
     assert store.assign_splits({"s000": "validation", "s001": "train", "nope": "x"}) == 1
     store.close()
     assert ActivationStore(tmp_path / "st").split("validation").ids == ["s000"]
+
+
+def test_a_newer_store_format_is_never_replaced_and_leftovers_are_moved(tmp_path):
+    store = ActivationStore(tmp_path / "st", chunk_size=4)
+    fill(store, 4)
+    root = tmp_path / "st"
+    manifest = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps({**manifest, "format": 99}))
+    with pytest.raises(StoreError, match="store format 99"):
+        ActivationStore(root).open_for(FP, layout=LAYOUT, regions=REGIONS)
+    assert len(list((root / "chunks").glob("*.npy"))) == 2  # nothing deleted
+    # a store directory with chunk data but no manifest and no sidecar: moved to quarantine
+    bare = tmp_path / "bare"
+    (bare / "chunks").mkdir(parents=True)
+    (bare / "chunks" / "00000.answer.npy").write_bytes(b"partial")
+    (bare / ".hneuron_lens.json").write_text(json.dumps({"kind": "activation_store"}))
+    fill(ActivationStore(bare), 2)
+    assert [p.name.split(".", 1)[1] for p in (bare / "quarantine").iterdir()] == [
+        "00000.answer.npy"
+    ]
