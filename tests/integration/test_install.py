@@ -49,9 +49,7 @@ def test_wheel_install_keeps_the_installed_torch(wheel, tmp_path):
     _run(pip, "install", "-q", "torch==2.13.0")  # the CPU build on this disk stands in for Colab's
     report = tmp_path / "report.json"
     _run(pip, "install", "-q", "--dry-run", "--report", report, wheel)
-    planned = {
-        item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]
-    }
+    planned = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert "hneuron-lens" in planned
     assert "torch" not in planned, "installing hneuron-lens would replace the installed torch"
     assert {"transformer-lens", "transformers"} <= planned
