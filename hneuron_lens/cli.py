@@ -101,6 +101,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from hneuron_lens.io import check_output_dir
     from hneuron_lens.pipeline import RunConfig, run_pipeline
 
     overrides: dict[str, Any] = {"model": args.model, "device": args.device, "seed": args.seed}
@@ -108,8 +109,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
-    from hneuron_lens.io import check_output_dir
-
     cfg = _config(RunConfig.quick if args.quick else RunConfig, **overrides)
     check_output_dir(cfg.out_dir, "run", resume=True, option="--out-dir")  # before the model
     if cfg.questions != "builtin":
@@ -125,6 +124,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from hneuron_lens.collect import (
         CollectConfig,
         collect,
+        is_judged_file,
         judge_collected,
         load_collected,
         save_judged,
@@ -145,13 +145,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
         items = items[: args.limit]
     out = Path(args.out)
     if out.is_dir():
-        raise UsageError(f"--out {out} is a directory", file=out, hint="give a .jsonl file name")
+        raise UsageError("--out is a directory", file=out, hint="give a .jsonl file name")
     judged_path, funnel_path = out.with_suffix(".judged.jsonl"), out.with_suffix(".funnel.json")
     if args.mode == "sample":  # the derived files are checked before any model is loaded
-        from hneuron_lens.collect import _is_judged_file
-
         check_output_file(
-            judged_path, "judged-samples file", recognise=_is_judged_file, regenerate=True
+            judged_path, "judged-samples file", recognise=is_judged_file, regenerate=True
         )
         check_output_file(
             funnel_path, "funnel file", recognise=json_object_with("asked"), regenerate=True

@@ -470,7 +470,7 @@ def collect(
     )
 
 
-def _is_judged_file(path: Path) -> bool:
+def is_judged_file(path: Path) -> bool:
     """A JSONL file whose first record has the fields of a :class:`JudgedSample`."""
     with open(path, "rb") as f:
         for raw in f:
@@ -498,7 +498,7 @@ def save_judged(
         OutputError: ``path`` exists and is not a judged-samples file (or ``overwrite`` is off).
     """
     path = Path(path)
-    check_output_file(path, "judged-samples file", recognise=_is_judged_file, regenerate=overwrite)
+    check_output_file(path, "judged-samples file", recognise=is_judged_file, regenerate=overwrite)
     atomic_write_text(path, "".join(json.dumps(s.to_dict()) + "\n" for s in samples))
     return path
 
