@@ -6,6 +6,7 @@ Synthetic CETT-like values (non-negative, log-normal: mostly 1e-4..1e-1, heavy t
 
     python benchmarks/bench_store.py --n 1000
     python benchmarks/bench_store.py --n 0 --real 64
+    python benchmarks/bench_store.py --n 0 --verify-cost 2000   # checksum cost of reads, per GB
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hneuron_lens.features import NeuronLayout
-from hneuron_lens.store import ActivationStore
+from hneuron_lens.store import ActivationStore, file_sha256
 
 LAYOUT = NeuronLayout.uniform(30, 1536)  # SmolLM2-135M: 46,080 features
 REGIONS = ("answer", "other")
@@ -105,6 +106,73 @@ def bench(n: int, dtype: str, root: Path, chunk_size: int) -> dict[str, float]:
     }
 
 
+def verify_cost(n: int, root: Path, repeats: int = 3) -> dict[str, float]:
+    """What checksum verification adds to reading a split (warm page cache, median of repeats).
+
+    ``read_split_unverified_s`` reads with hashing switched off (the baseline),
+    ``read_split_verified_s`` is a fresh reader that hashes every chunk file it reads (the
+    default when no writer has vouched for the files), ``read_split_cached_s`` a fresh reader
+    after a writer recorded the checksums (files aged past the racy window first).
+    """
+    import os
+    import statistics
+
+    path = root / "verify"
+    store = ActivationStore(path, chunk_size=256)
+    store.open_for({"bench": 1}, layout=LAYOUT, regions=REGIONS)
+    rng = np.random.default_rng(0)
+    for start in range(0, n, 64):
+        b = min(64, n - start)
+        ids = [f"s{i:06d}" for i in range(start, start + b)]
+        store.write_batch(
+            ids, [i % 2 for i in range(b)], ["train"] * b, {r: synthetic(rng, b) for r in REGIONS}
+        )
+    store.close()
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["verified"] = {}  # close() vouched for the older chunks: measure hashing them all
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    files = sorted((path / "chunks").glob("*.npy"))
+    mb = sum(p.stat().st_size for p in files) / 1e6
+
+    def timed(fn) -> float:
+        out = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+        return statistics.median(out)
+
+    def read(reader: ActivationStore) -> None:
+        split = reader.split("train")
+        for r in REGIONS:
+            np.asarray(split.region(r)).max()  # touch every byte, as a probe fit does
+
+    t_hash = timed(lambda: [file_sha256(p) for p in files])
+
+    def unverified() -> None:
+        reader = ActivationStore(path)
+        reader._verify_rows = lambda ids: None  # baseline: no checksum
+        read(reader)
+
+    t_plain = timed(unverified)
+    t_verified = timed(lambda: read(ActivationStore(path)))
+    for p in files:  # age the files past the racy window, then let a writer vouch for them
+        st = p.stat()
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns - 3600 * 10**9))
+    ActivationStore(path).repair()
+    t_cached = timed(lambda: read(ActivationStore(path)))
+    return {
+        "n": n,
+        "MB": round(mb, 1),
+        "sha256_MB_s": round(mb / t_hash, 1),
+        "read_split_unverified_s": round(t_plain, 3),
+        "read_split_verified_s": round(t_verified, 3),
+        "read_split_cached_s": round(t_cached, 3),
+        "verify_overhead_s_per_GB": round((t_verified - t_plain) / mb * 1000, 2),
+        "cached_overhead_s_per_GB": round((t_cached - t_plain) / mb * 1000, 2),
+    }
+
+
 def real_values(n: int) -> np.ndarray:
     """Extract ``n`` real samples with the default model; return all stored float32 values."""
     import hneuron_lens as hl
@@ -148,6 +216,9 @@ def main() -> None:
     ap.add_argument(
         "--real", type=int, default=0, help="also measure float16 error on N real samples"
     )
+    ap.add_argument(
+        "--verify-cost", type=int, default=0, help="checksum cost of reads on N samples"
+    )
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_store_"))
     try:
@@ -158,6 +229,8 @@ def main() -> None:
             print(json.dumps({"float16_error_synthetic": float16_error(synthetic(rng, 200))}))
         if args.real:
             print(json.dumps({"float16_error_real": float16_error(real_values(args.real))}))
+        if args.verify_cost:
+            print(json.dumps({"verify_cost": verify_cost(args.verify_cost, root)}))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -40,6 +40,8 @@ _LAZY: dict[str, str] = {
     "OutputError": "errors",
     "ProbeError": "errors",
     "StoreError": "errors",
+    "RemoteError": "errors",
+    "UsageError": "errors",
     "FeatureSplit": "features",
     "NeuronLayout": "features",
     "Generation": "generation",
@@ -75,6 +77,8 @@ _LAZY: dict[str, str] = {
     "ActivationStore": "store",
     "ExtractReport": "extract",
     "StoreMismatchError": "store",
+    "StoreBusyError": "store",
+    "StoreCorruptError": "store",
     "compute_features": "extract",
     "extract": "extract",
 }
@@ -112,16 +116,20 @@ __all__ = [
     "ProbePath",
     "ProbeReport",
     "QAItem",
+    "RemoteError",
     "RunConfig",
     "SpanConfig",
     "SpanReport",
     "SparseProbe",
+    "StoreBusyError",
+    "StoreCorruptError",
     "StoreError",
     "StoreMismatchError",
     "SweepReport",
     "TokenBatch",
     "TokenizedSample",
     "UnsupportedModelError",
+    "UsageError",
     "__version__",
     "alpha_sweep",
     "build_prompt_ids",
@@ -197,7 +205,9 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         ModelError,
         OutputError,
         ProbeError,
+        RemoteError,
         StoreError,
+        UsageError,
     )
     from hneuron_lens.extract import ExtractReport, compute_features, extract
     from hneuron_lens.features import FeatureSplit, NeuronLayout
@@ -226,4 +236,9 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from hneuron_lens.pipeline import RunConfig, run_pipeline
     from hneuron_lens.probe import NeuronTable, ProbePath, ProbeReport, SparseProbe, probe_path
     from hneuron_lens.spans import SpanConfig, SpanReport, TokenizedSample, tokenize_samples
-    from hneuron_lens.store import ActivationStore, StoreMismatchError
+    from hneuron_lens.store import (
+        ActivationStore,
+        StoreBusyError,
+        StoreCorruptError,
+        StoreMismatchError,
+    )

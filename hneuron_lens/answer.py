@@ -449,9 +449,10 @@ def parse_span_reply(reply: str, response: str) -> tuple[int, int] | None:
 class LLMSpanTagger:
     """Locate the answer phrase with an LLM behind an OpenAI-compatible endpoint (off by default).
 
-    Transport, retries and API-key handling are :class:`~hneuron_lens.judge.LLMJudge`'s (the key is
-    read from ``api_key_env`` at call time and never stored). Replies go through
-    :func:`parse_span_reply`; ``n_unparseable`` counts the replies it refused.
+    Transport, retries and API-key handling are :class:`hneuron_lens.llm.ChatClient`'s, as for
+    :class:`~hneuron_lens.judge.LLMJudge` (the key is read from ``api_key_env`` at call time, never
+    stored, never sent to another host). Replies go through :func:`parse_span_reply`;
+    ``n_unparseable`` counts the replies it refused.
     """
 
     def __init__(
@@ -463,7 +464,7 @@ class LLMSpanTagger:
         max_retries: int = 3,
         timeout: float = 30.0,
     ) -> None:
-        from hneuron_lens.judge import LLMJudge
+        from hneuron_lens.llm import ChatClient
 
         if prompt_version not in SPAN_PROMPTS:
             raise ValueError(
@@ -471,14 +472,14 @@ class LLMSpanTagger:
             )
         self.prompt_version = prompt_version
         self.n_unparseable = 0
-        self._client = LLMJudge(
+        self._client = ChatClient(
             base_url, model, api_key_env=api_key_env, max_retries=max_retries, timeout=timeout
         )
 
     def tag(self, question: str, response: str) -> AnswerLocation | None:
         """The answer's location in ``response``; ``None`` for NONE or an unparseable reply."""
         prompt = SPAN_PROMPTS[self.prompt_version].format(question=question, response=response)
-        reply = self._client._complete([{"role": "user", "content": prompt}])
+        reply = self._client.complete([{"role": "user", "content": prompt}])
         try:
             span = parse_span_reply(reply, response)
         except UnparseableSpan as err:

@@ -7,18 +7,34 @@ hneuron-lens train --store store/ --out probe/
 hneuron-lens evaluate --probe probe/ --store store/
 hneuron-lens intervene --probe probe/ --task falseqa --data falseqa_test.csv --out sweep/
 hneuron-lens report runs/default
+hneuron-lens store store/ [--verify] [--repair]
+
+Errors. Every user error is an :class:`~hneuron_lens.errors.HNeuronLensError`; :func:`main` prints
+it as one line, ``error: <what> (<file>:<line> <field>): <what to do>``, and exits with code 2
+(the mapping lives in :func:`main` only, so every subcommand gets it). Anything else is a bug: one
+line saying so and exit code 1. ``-v`` logs at INFO level and prints the traceback of either.
+Commands check their inputs (files, records, output paths) before they load a model, and never
+replace an output that is not an artefact of the same kind (``--overwrite`` replaces one that is).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
+from hneuron_lens.errors import DataError, HNeuronLensError, UsageError
+from hneuron_lens.io import loads_json
+
 logger = logging.getLogger("hneuron_lens")
+
+EXIT_USER_ERROR = 2
+EXIT_BUG = 1
 
 
 def _emit(text: str) -> None:
@@ -27,13 +43,51 @@ def _emit(text: str) -> None:
 
 
 def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in text.split(",") if x.strip())
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _config(cls: Any, **kwargs: Any) -> Any:
+    """Build a config dataclass; its validation errors become one-line usage errors."""
+    try:
+        return cls(**kwargs)
+    except HNeuronLensError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise UsageError(str(err), hint="check the command's options (--help)") from None
 
 
 def _load_model(args: argparse.Namespace) -> Any:
+    from hneuron_lens.errors import ModelError
     from hneuron_lens.models import load_model
 
-    return load_model(args.model, dtype=args.dtype, device=args.device)
+    try:
+        return load_model(args.model, dtype=args.dtype, device=args.device)
+    except HNeuronLensError:
+        raise
+    except (OSError, ValueError, RuntimeError, AssertionError, ImportError) as err:
+        # transformers / torch say "not found", "offline", "no CUDA" in many exception types
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        raise ModelError(
+            f"cannot load model {args.model!r} on {args.device} ({type(err).__name__}: {first})",
+            field="--model",
+            hint="give 'default', 'gemma-3-270m', a .gguf file, a local Hugging Face directory "
+            "or a hub id cached for offline use; check --device and --dtype",
+        ) from err
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -47,6 +101,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from hneuron_lens.io import check_output_dir
     from hneuron_lens.pipeline import RunConfig, run_pipeline
 
     overrides: dict[str, Any] = {"model": args.model, "device": args.device, "seed": args.seed}
@@ -54,27 +109,55 @@ def cmd_run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
-    cfg = RunConfig.quick(**overrides) if args.quick else RunConfig(**overrides)
+    cfg = _config(RunConfig.quick if args.quick else RunConfig, **overrides)
+    check_output_dir(cfg.out_dir, "run", resume=True, option="--out-dir")  # before the model
+    if cfg.questions != "builtin":
+        from hneuron_lens.data.loaders import load_qa, require_records
+
+        require_records(load_qa(cfg.questions)[1], "question + gold answers")
     result = run_pipeline(cfg)
     _emit(result.summary())
     return 0
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from hneuron_lens.collect import CollectConfig, collect, judge_collected, load_collected
+    from hneuron_lens.collect import (
+        CollectConfig,
+        collect,
+        is_judged_file,
+        judge_collected,
+        load_collected,
+        save_judged,
+    )
+    from hneuron_lens.io import check_output_file, json_object_with
 
     if args.data == "builtin":
         from hneuron_lens.data.builtin import builtin_nonexistent, builtin_qa
 
         items = builtin_qa() + (builtin_nonexistent() if args.nonexistent else [])
     else:
-        from hneuron_lens.data.loaders import load_qa
+        from hneuron_lens.data.loaders import load_qa, require_records
 
         items, report = load_qa(args.data)
         _emit(str(report))
+        require_records(report, "question + gold answers")
     if args.limit:
         items = items[: args.limit]
-    cfg = CollectConfig(
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError("--out is a directory", file=out, hint="give a .jsonl file name")
+    judged_path, funnel_path = out.with_suffix(".judged.jsonl"), out.with_suffix(".funnel.json")
+    if args.mode == "sample":  # the derived files are checked before any model is loaded
+        check_output_file(
+            judged_path, "judged-samples file", recognise=is_judged_file, regenerate=True
+        )
+        check_output_file(
+            funnel_path, "funnel file", recognise=json_object_with("asked"), regenerate=True
+        )
+    if out.exists() and out.stat().st_size:
+        load_collected(out)  # an existing file must be a collection (resumed), checked now
+    cfg = _config(
+        CollectConfig,
         k=args.k,
         max_new_tokens=args.max_new_tokens,
         mode=args.mode,
@@ -85,19 +168,58 @@ def cmd_collect(args: argparse.Namespace) -> int:
         top_p=args.top_p,
     )
     model = _load_model(args)
-    res = collect(model, items, cfg, args.out)
+    items = _fit_questions(model, items, cfg, args.too_long)
+    res = collect(model, items, cfg, out)
     _emit(json.dumps(res.to_dict(), indent=1, default=str))
     if args.mode == "sample":
-        samples, funnel = judge_collected(load_collected(args.out))
+        samples, funnel = judge_collected(load_collected(out))
         _emit(str(funnel))
-        funnel_path = Path(args.out).with_suffix(".funnel.json")
         funnel.save(funnel_path)
-        out = Path(args.out).with_suffix(".judged.jsonl")
-        with open(out, "w") as f:
-            for s in samples:
-                f.write(json.dumps(s.to_dict()) + "\n")
-        _emit(f"{len(samples)} consistent samples -> {out}; funnel -> {funnel_path}")
+        save_judged(samples, judged_path)
+        _emit(f"{len(samples)} consistent samples -> {judged_path}; funnel -> {funnel_path}")
     return 0
+
+
+def _fit_questions(model: Any, items: list[Any], cfg: Any, too_long: str) -> list[Any]:
+    """Refuse (or, with ``--too-long skip``, drop) questions whose prompt plus
+    ``max_new_tokens`` exceeds the model's context; prints the count."""
+    from hneuron_lens.extract import max_chars_per_token
+    from hneuron_lens.generation import build_prompt_ids
+    from hneuron_lens.models import context_length
+
+    n_ctx = context_length(model)
+    if n_ctx is None:
+        return items
+    budget = n_ctx - cfg.max_new_tokens
+    limit = max(budget, 0) * max_chars_per_token(model.tokenizer)
+    over = []
+    for it in items:
+        if len(it.question) > limit:  # certainly too long: never tokenised
+            over.append((it.qid, f"{len(it.question):,} characters"))
+            continue
+        n = len(
+            build_prompt_ids(
+                model.tokenizer, it.question, suffix=cfg.suffix, system=cfg.system, chat=cfg.chat
+            )
+        )
+        if n > budget:
+            over.append((it.qid, f"{n:,} tokens"))
+    if not over:
+        return items
+    if too_long == "skip":
+        _emit(
+            f"--too-long skip: left out {len(over)} of {len(items)} questions longer than "
+            f"the model's context ({n_ctx} tokens with {cfg.max_new_tokens} new ones)"
+        )
+        bad = {q for q, _ in over}
+        return [it for it in items if it.qid not in bad]
+    shown = ", ".join(f"{q} ({size})" for q, size in over[:3])
+    raise DataError(
+        f"{len(over)} of {len(items)} questions do not fit the model's context of {n_ctx} tokens "
+        f"with --max-new-tokens {cfg.max_new_tokens}, e.g. {shown}",
+        field="question",
+        hint="shorten them, or leave them out with --too-long skip",
+    )
 
 
 def _load_samples(path: str, fmt: str) -> list[Any]:
@@ -108,30 +230,51 @@ def _load_samples(path: str, fmt: str) -> list[Any]:
     else:
         samples, report = loaders.load_judged(path)
     _emit(str(report))
+    loaders.require_records(
+        report,
+        "release (question, response, answer_tokens)"
+        if fmt == "release"
+        else "judged (question, response, label)",
+    )
     return samples
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    samples = _load_samples(args.data, args.format)  # bad input stops before torch is imported
+
     from hneuron_lens.cett import CETTConfig
-    from hneuron_lens.extract import extract
+    from hneuron_lens.extract import extract, fit_to_context
+    from hneuron_lens.io import check_output_dir
     from hneuron_lens.pipeline import attach_answer_text
     from hneuron_lens.spans import SpanConfig
     from hneuron_lens.store import ActivationStore
 
-    samples = _load_samples(args.data, args.format)
+    cfg = _config(CETTConfig, regions=tuple(args.regions.split(",")), reduce=args.reduce)
+    span_cfg = _config(SpanConfig, fallback=args.fallback)
+    check_output_dir(args.store, "activation_store", resume=True, option="--store")
+    model = _load_model(args)
+    samples, too_long = fit_to_context(model, samples, args.too_long)  # before any parsing
+    if too_long:
+        _emit(f"--too-long skip: left out {len(too_long)} samples longer than the context")
     samples, missing = attach_answer_text(samples)
     if missing:
         _emit(f"{len(missing)} samples without a locatable answer phrase were skipped")
-    model = _load_model(args)
+    if not samples:
+        raise DataError(
+            "no sample left to extract (none has a locatable answer phrase)",
+            file=args.data,
+            hint="check the responses and aliases, or use --fallback response",
+        )
     store = ActivationStore(args.store, dtype=args.store_dtype)
-    cfg = CETTConfig(regions=tuple(args.regions.split(",")), reduce=args.reduce)
     report = extract(
         model,
         samples,
         store,
         cfg,
-        span_cfg=SpanConfig(fallback=args.fallback),
+        span_cfg=span_cfg,
         batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        too_long=args.too_long,
     )
     _emit(str(report))
     return 0
@@ -150,7 +293,11 @@ def _suppression_fn(args: argparse.Namespace) -> Any:
         seed=args.seed,
     )
     if not task.items:
-        raise ValueError("no questions left for the suppression rule (see --suppression-*)")
+        raise UsageError(
+            "no questions left for the suppression rule",
+            field="--suppression-data",
+            hint="check --suppression-data / --suppression-exclude / --suppression-limit",
+        )
     model = _load_model(args)
     gen = GenerationConfig(
         max_new_tokens=args.max_new_tokens, do_sample=False, batch_size=args.batch_size
@@ -163,14 +310,42 @@ def _suppression_fn(args: argparse.Namespace) -> Any:
     return fn
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from hneuron_lens.probe import SparseProbe, probe_path
-    from hneuron_lens.store import ActivationStore
+def _open_store(path: str, verify: bool) -> Any:
+    """A store opened for reading; ``--verify`` hashes every chunk first (cache ignored)."""
+    from hneuron_lens.store import ActivationStore, StoreCorruptError
 
-    store = ActivationStore(args.store)
-    train = store.split(args.train_split)
+    store = ActivationStore(path, verify=verify)
+    if verify and store.problems:
+        raise StoreCorruptError(
+            f"--verify found {len(store.problems)} damaged chunks, e.g. {store.problems[0]}",
+            file=path,
+            hint=f"run `hneuron-lens store {path} --repair`, then extract again to recompute them",
+        )
+    return store
+
+
+def _path_json(out: str) -> Path:
+    return Path(out).with_name(Path(out).name + "_path.json")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from hneuron_lens.io import check_output_dir, check_output_file, json_object_with
+    from hneuron_lens.probe import SparseProbe, probe_path
+
     if args.rule != "held-out" and not args.Cs:
-        raise ValueError(f"--rule {args.rule} chooses among C values: give --Cs")
+        raise UsageError(
+            f"--rule {args.rule} chooses among C values", field="--Cs", hint="give --Cs"
+        )
+    check_output_dir(args.out, "probe", overwrite=args.overwrite)  # before any work
+    if args.Cs:
+        check_output_file(
+            _path_json(args.out),
+            "probe path",
+            recognise=json_object_with("points", "chosen_index"),
+            overwrite=args.overwrite,
+        )
+    store = _open_store(args.store, args.verify)
+    train = store.split(args.train_split)
     if args.Cs:
         val = store.split(args.val_split)
         suppression_fn = None
@@ -187,21 +362,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         _emit(str(path))
         probe = path.probe
-        path.save(Path(args.out).with_name(Path(args.out).name + "_path.json"))
+        path.save(_path_json(args.out))
     else:
-        probe = SparseProbe(C=args.C, penalty=args.penalty, mode=args.mode).fit(train)
-    probe.save(args.out)
+        probe = _config(SparseProbe, C=args.C, penalty=args.penalty, mode=args.mode).fit(train)
+    probe.save(args.out, overwrite=args.overwrite)
     _emit(str(probe.h_neurons.top(20)) if hasattr(probe.h_neurons, "top") else str(probe.h_neurons))
     _emit(f"probe saved to {args.out}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hneuron_lens.io import check_output_file, json_object_with
     from hneuron_lens.probe import SparseProbe
-    from hneuron_lens.store import ActivationStore
 
+    if args.out:
+        check_output_file(
+            args.out,
+            "evaluation report",
+            recognise=json_object_with("metrics", "n_samples", "baselines"),
+            overwrite=args.overwrite,
+        )
     probe = SparseProbe.load(args.probe)
-    store = ActivationStore(args.store)
+    store = _open_store(args.store, args.verify)
     train = store.split(args.train_split) if args.train_split else None
     val = store.split(args.val_split) if args.val_split else None
     report = probe.evaluate(
@@ -228,11 +410,19 @@ def excluded_questions(path: str | Path) -> tuple[set[str], set[str]]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--exclude: {path} not found")
+        raise DataError(
+            "no such file", file=path, field="--exclude", hint="give a responses.jsonl or id list"
+        )
     if path.suffix == ".jsonl":
         collected = load_collected(path)
         return set(collected), {normalize_question(c.question) for c in collected.values()}
-    ids = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(
+            "not UTF-8 text", file=path, field="--exclude", hint="give a text file of ids"
+        ) from None
+    ids = {line.strip() for line in text.splitlines() if line.strip()}
     return ids, set()
 
 
@@ -261,10 +451,11 @@ def make_task(
 
             items = builtin_qa()
         else:
-            from hneuron_lens.data.loaders import load_qa
+            from hneuron_lens.data.loaders import load_qa, require_records
 
             items, report = load_qa(data)
             _emit(str(report))
+            require_records(report, "question + gold answers")
         if exclude is not None:
             from hneuron_lens.data.splits import normalize_question
 
@@ -281,35 +472,67 @@ def make_task(
             items = [it for j, it in enumerate(items) if j in chosen]
         elif limit:
             items = items[:limit]
+        if not items:
+            raise DataError(
+                "no questions left for the task",
+                file=None if builtin else data,
+                hint="check --data, --exclude and --limit",
+            )
         return tasks.QATask(items) if name == "qa" else tasks.SycophancyTask(items)
     if exclude is not None:
-        raise ValueError(f"--exclude works with the qa and sycophancy tasks, not {name!r}")
-    if data is None:
-        raise ValueError(
-            f"task {name!r} needs --data (see ../shared/data/README.md for public files)"
+        raise UsageError(
+            f"--exclude works with the qa and sycophancy tasks, not {name!r}", field="--exclude"
         )
-    if name == "falseqa":
-        return tasks.FalseQATask(tasks.load_falseqa(data, limit=limit))
-    if name == "faitheval":
-        return tasks.FaithEvalTask(tasks.load_faitheval(data, limit=limit))
-    if name == "jailbreak":
-        return tasks.JailbreakTask(tasks.load_forbidden_questions(data, limit=limit))
-    raise ValueError(f"unknown task {name!r}")
+    if data is None:
+        raise UsageError(
+            f"task {name!r} needs --data",
+            field="--data",
+            hint="see ../shared/data/README.md for public files",
+        )
+    loaders = {
+        "falseqa": (tasks.FalseQATask, tasks.load_falseqa),
+        "faitheval": (tasks.FaithEvalTask, tasks.load_faitheval),
+        "jailbreak": (tasks.JailbreakTask, tasks.load_forbidden_questions),
+    }
+    if name not in loaders:
+        raise UsageError(f"unknown task {name!r}", field="--task")
+    task_cls, load = loaders[name]
+    if not Path(data).is_file():
+        raise DataError("no such file", file=data, field="--data", hint="check the path")
+    try:
+        return task_cls(load(data, limit=limit))
+    except HNeuronLensError:
+        raise
+    except (ValueError, KeyError, TypeError, OSError, RecursionError, csv.Error) as err:
+        # the task loaders raise plain exceptions: name the file here
+        raise DataError(
+            f"cannot read it as a {name} file ({type(err).__name__}: {str(err)[:120]})",
+            file=data,
+            field="--data",
+            hint=f"give the {name} file described in ../shared/data/README.md",
+        ) from None
 
 
 def cmd_intervene(args: argparse.Namespace) -> int:
     from hneuron_lens.generation import GenerationConfig
     from hneuron_lens.intervene import NeuronSet, alpha_sweep
+    from hneuron_lens.io import check_output_dir
     from hneuron_lens.probe import SparseProbe
 
     if bool(args.probe) == bool(args.neurons):
-        raise ValueError("give exactly one of --probe DIR or --neurons FILE")
+        raise UsageError(
+            "give exactly one of --probe DIR or --neurons FILE", field="--probe/--neurons"
+        )
+    check_output_dir(args.out, "sweep", resume=True)
     source = SparseProbe.load(args.probe).h_neurons if args.probe else args.neurons
     neurons = NeuronSet.coerce(source, name="h_neurons")
     task = make_task(args.task, args.data, limit=args.limit, exclude=args.exclude, seed=args.seed)
     model = _load_model(args)
-    gen = GenerationConfig(
-        max_new_tokens=args.max_new_tokens, do_sample=False, batch_size=args.batch_size
+    gen = _config(
+        GenerationConfig,
+        max_new_tokens=args.max_new_tokens,
+        do_sample=False,
+        batch_size=args.batch_size,
     )
     report = alpha_sweep(
         model,
@@ -328,21 +551,55 @@ def cmd_intervene(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     run = Path(args.run_dir)
     manifest = run / "manifest.json"
+    hint = "give a directory written by `hneuron-lens run` (it has a manifest.json)"
     if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest} not found: is {run} an 'hneuron-lens run' directory?")
-    m = json.loads(manifest.read_text())
-    _emit(f"run {run}  (library {m.get('library_version')}, model {m['model']['name']})")
-    _emit("funnel: " + json.dumps(m["funnel"]))
-    _emit("splits: " + json.dumps(m["splits"]) + f"  chosen C: {m.get('chosen_C')}")
+        raise DataError("not a run directory: no manifest.json", file=run, hint=hint)
+    try:
+        m = loads_json(manifest.read_text(encoding="utf-8"))
+        header = f"run {run}  (library {m.get('library_version')}, model {m['model']['name']})"
+        funnel, splits = json.dumps(m["funnel"]), json.dumps(m["splits"])
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise DataError(
+            f"not a run manifest ({type(err).__name__}: {str(err)[:80]})", file=manifest, hint=hint
+        ) from None
+    _emit(header)
+    _emit("funnel: " + funnel)
+    _emit("splits: " + splits + f"  chosen C: {m.get('chosen_C')}")
     report = run / "report.json"
     if report.is_file():
-        _emit(report.read_text()[: args.max_chars])
+        _emit(report.read_text(encoding="utf-8", errors="replace")[: args.max_chars])
+    return 0
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from hneuron_lens.store import ActivationStore, StoreCorruptError
+
+    store = ActivationStore(args.store)
+    if not args.repair:
+        store.check()  # no store, an unreadable manifest: one line, exit 2
+    if args.repair:
+        done = store.repair()
+        _emit("\n".join(done) if done else f"{args.store}: nothing to repair")
+        store = ActivationStore(args.store)
+    problems = store.verify() if args.verify else list(store.problems)
+    _emit(json.dumps(store.info(), indent=1, default=str))
+    if problems:
+        raise StoreCorruptError(
+            f"{len(problems)} problems, e.g. {problems[0]}",
+            file=args.store,
+            hint=f"run `hneuron-lens store {args.store} --repair` (damaged chunks are moved to "
+            "quarantine/, never deleted), then extract again to recompute their samples",
+        )
+    if args.verify:
+        _emit(f"{args.store}: every chunk matches its sha256 ({len(store)} samples)")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hneuron-lens", description="Find, test and trace H-Neurons.")
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="log at INFO level; tracebacks on errors"
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="the whole pipeline on the embedded default model, offline")
@@ -352,10 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--questions", default=None, help="'builtin' (default) or an open-QA/consistency file"
     )
-    r.add_argument("--n-questions", type=int, default=None)
-    r.add_argument("--k", type=int, default=None)
-    r.add_argument("--max-new-tokens", type=int, default=None)
-    r.add_argument("--batch-size", type=int, default=None)
+    r.add_argument("--n-questions", type=_positive_int, default=None)
+    r.add_argument("--k", type=_positive_int, default=None)
+    r.add_argument("--max-new-tokens", type=_positive_int, default=None)
+    r.add_argument("--batch-size", type=_positive_int, default=None)
     r.add_argument("--seed", type=int, default=0)
     r.set_defaults(func=cmd_run)
 
@@ -372,15 +629,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--nonexistent", action="store_true", help="add the fabricated-entity questions (builtin)"
     )
-    c.add_argument("--limit", type=int, default=None)
-    c.add_argument("--k", type=int, default=10)
+    c.add_argument("--limit", type=_positive_int, default=None)
+    c.add_argument("--k", type=_positive_int, default=10)
     c.add_argument("--mode", default="sample", choices=["sample", "single", "greedy"])
     c.add_argument("--max-new-tokens", type=int, default=50)
     c.add_argument("--temperature", type=float, default=1.0)
     c.add_argument("--top-k", type=int, default=50)
     c.add_argument("--top-p", type=float, default=0.9)
-    c.add_argument("--batch-size", type=int, default=16)
+    c.add_argument("--batch-size", type=_positive_int, default=16)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument(
+        "--too-long",
+        default="error",
+        choices=["error", "skip"],
+        help="questions whose prompt + --max-new-tokens exceed the model's context: refuse "
+        "(default) or leave them out (counted)",
+    )
     c.set_defaults(func=cmd_collect)
 
     e = sub.add_parser("extract", help="CETT features of judged samples into an activation store")
@@ -388,13 +652,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True)
     e.add_argument("--format", default="judged", choices=["judged", "release"])
     e.add_argument("--store", required=True)
-    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--batch-size", type=_positive_int, default=16)
     e.add_argument(
         "--store-dtype", dest="store_dtype", default="float16", choices=["float16", "float32"]
     )
     e.add_argument("--regions", default="answer,other")
     e.add_argument("--reduce", default="mean", choices=["mean", "max"])
     e.add_argument("--fallback", default="none", choices=["none", "response"])
+    e.add_argument(
+        "--too-long",
+        default="error",
+        choices=["error", "skip", "truncate"],
+        help="samples longer than the model's context: refuse (default), leave out (counted), "
+        "or keep their first n_ctx tokens (recorded in the store's fingerprint)",
+    )
+    e.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a store written for another model/config (never a non-store directory)",
+    )
     e.set_defaults(func=cmd_extract)
 
     t = sub.add_parser("train", help="fit the sparse probe (optionally over a C grid)")
@@ -414,18 +690,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--suppression-data", default="builtin", help="QA questions for the suppression rule"
     )
-    t.add_argument("--suppression-limit", type=int, default=100)
+    t.add_argument("--suppression-limit", type=_positive_int, default=100)
     t.add_argument(
         "--suppression-exclude",
         default=None,
         help="responses.jsonl (or id list) of questions to leave out, e.g. the training run's",
     )
-    t.add_argument("--max-new-tokens", type=int, default=32)
-    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--max-new-tokens", type=_positive_int, default=32)
+    t.add_argument("--batch-size", type=_positive_int, default=16)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--mode", default="3-vs-1", choices=["3-vs-1", "1-vs-1"])
     t.add_argument("--train-split", default="train")
     t.add_argument("--val-split", default="validation")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing probe in --out")
+    t.add_argument(
+        "--verify", action="store_true", help="hash every chunk of the store first (full check)"
+    )
     t.set_defaults(func=cmd_train)
 
     v = sub.add_parser("evaluate", help="metrics with bootstrap CIs and random-neuron controls")
@@ -439,8 +719,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-split", default="validation", help="for the Youden threshold ('' to skip)"
     )
     v.add_argument("--n-random", type=int, default=20)
-    v.add_argument("--n-resamples", type=int, default=1000)
+    v.add_argument("--n-resamples", type=_positive_int, default=1000)
     v.add_argument("--out", default=None)
+    v.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
+    v.add_argument(
+        "--verify", action="store_true", help="hash every chunk of the store first (full check)"
+    )
     v.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("intervene", help="alpha sweep on a task, beside random-neuron controls")
@@ -453,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--data", default=None, help="task file ('builtin' for qa/sycophancy)")
     i.add_argument(
         "--limit",
-        type=int,
+        type=_positive_int,
         default=None,
         help="first N items of a file; a seeded random N of the built-in set",
     )
@@ -465,8 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     i.add_argument("--alphas", default="0,0.5,1,1.5,2,2.5,3")
     i.add_argument("--controls", type=int, default=5)
-    i.add_argument("--max-new-tokens", type=int, default=48)
-    i.add_argument("--batch-size", type=int, default=16)
+    i.add_argument("--max-new-tokens", type=_positive_int, default=48)
+    i.add_argument("--batch-size", type=_positive_int, default=16)
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--out", required=True)
     i.set_defaults(func=cmd_intervene)
@@ -475,10 +759,68 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir")
     rep.add_argument("--max-chars", type=int, default=20000)
     rep.set_defaults(func=cmd_report)
+
+    st = sub.add_parser("store", help="an activation store's summary, full check or repair")
+    st.add_argument("store")
+    st.add_argument("--verify", action="store_true", help="hash every chunk (full check)")
+    st.add_argument(
+        "--repair",
+        action="store_true",
+        help="move damaged chunks to quarantine/ (never deleted) and rebuild a lost manifest",
+    )
+    st.set_defaults(func=cmd_store)
     return p
 
 
+def _raised_by_library(err: BaseException) -> bool:
+    """True when the innermost frame of ``err``'s traceback is in this package's own code: a
+    deliberate ``raise ValueError("...")`` of a module not yet moved to the error hierarchy."""
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return (
+        Path(tb.tb_frame.f_code.co_filename)
+        .resolve()
+        .is_relative_to(Path(__file__).resolve().parent)
+    )
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def report_error(err: BaseException, verbose: bool = False) -> int:
+    """Print ``err`` as the CLI does and return its exit code (2: user error, 1: bug).
+
+    User errors: every :class:`~hneuron_lens.errors.HNeuronLensError`; an ``OSError`` naming a
+    file (missing, permissions, disk full); a ``ValueError`` raised by this package's own code.
+    Anything else is a bug. ``verbose`` adds the traceback.
+    """
+    if verbose:
+        traceback.print_exception(err, file=sys.stderr)
+    if isinstance(err, HNeuronLensError):
+        line, code = f"error: {err}", EXIT_USER_ERROR
+    elif isinstance(err, OSError) and err.filename is not None:
+        reason = err.strerror or type(err).__name__
+        line = f"error: {reason} ({err.filename}): check the path, its permissions and free space"
+        code = EXIT_USER_ERROR
+    elif isinstance(err, ValueError) and _raised_by_library(err):
+        line, code = f"error: {err}: check the command's options and inputs", EXIT_USER_ERROR
+    else:
+        line = (
+            f"error: internal error ({type(err).__name__}: {err}): this is a bug in hneuron_lens;"
+            " rerun with -v for the traceback and report it"
+        )
+        code = EXIT_BUG
+    sys.stderr.write(_one_line(line) + "\n")
+    sys.stderr.flush()
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (0 ok, 2 user error, 1 bug, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -486,9 +828,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        logger.error("%s", err)
-        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except Exception as err:  # noqa: BLE001 - the one place errors become exit codes
+        return report_error(err, verbose=args.verbose)
 
 
 if __name__ == "__main__":

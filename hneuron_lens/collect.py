@@ -30,6 +30,7 @@ from typing import Any, Literal
 from tqdm.auto import tqdm
 
 from hneuron_lens.data.records import JudgedSample, QAItem
+from hneuron_lens.errors import DataError
 from hneuron_lens.generation import (
     GenerationConfig,
     GenerationStats,
@@ -37,7 +38,7 @@ from hneuron_lens.generation import (
     generate,
     has_chat_template,
 )
-from hneuron_lens.io import library_version
+from hneuron_lens.io import atomic_write_text, check_output_file, library_version, loads_json
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +231,11 @@ def qid_seed(qid: str) -> int:
     return int.from_bytes(hashlib.sha256(qid.encode()).digest()[:8], "little") >> 1
 
 
+_LINE_HEADS = (b'{"type": "header"', b'{"type": "question"')
+"""How every line :func:`collect` writes begins: only a cut-off line that starts like one of
+these (or is a prefix of one) is taken for an interrupted write and cut away on resume."""
+
+
 @dataclass
 class _FileState:
     header: dict[str, Any] | None
@@ -240,8 +246,19 @@ class _FileState:
 
 
 def _read_file(path: Path) -> _FileState:
-    """Parse a collection file, tolerating only a truncated (newline-less) last line."""
-    data = path.read_bytes()
+    """Parse a collection file, tolerating only a truncated (newline-less) last line.
+
+    Raises:
+        DataError: a damaged line before the last, or lines that are not a collection's.
+    """
+    hint = (
+        "this is not (or no longer) a collection file written by `hneuron-lens collect`: "
+        "give a new --out path, or repair the line"
+    )
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read the collection file ({err.strerror})", file=path) from None
     header: dict[str, Any] | None = None
     records: dict[str, dict[str, Any]] = {}
     end = data.rfind(b"\n") + 1  # complete lines end here
@@ -250,21 +267,37 @@ def _read_file(path: Path) -> _FileState:
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{path}: line {lineno} is not valid JSON ({err}); the file is damaged in the "
-                "middle, not just truncated at the end: fix or remove it"
-            ) from err
+            obj = loads_json(raw)
+        except ValueError as err:  # JSONDecodeError, and UnicodeDecodeError for binary data
+            raise DataError(
+                f"line {lineno} is not valid JSON ({type(err).__name__}); the file is damaged "
+                "in the middle, not just truncated at the end",
+                file=path,
+                line=lineno,
+                hint=hint,
+            ) from None
+        if not isinstance(obj, dict):
+            raise DataError("not a JSON object", file=path, line=lineno, hint=hint)
         if obj.get("type") == "header":
             if header is not None:
-                raise ValueError(f"{path}: a second header at line {lineno}")
+                raise DataError("a second header", file=path, line=lineno, hint=hint)
             header = obj
         elif "qid" in obj:
             records[str(obj["qid"])] = obj
         else:
-            raise ValueError(f"{path}: line {lineno} is neither a header nor a question record")
+            raise DataError(
+                "neither a header nor a question record", file=path, line=lineno, hint=hint
+            )
     truncated = bool(tail.strip())
+    if truncated and not any(
+        tail.startswith(head) or head.startswith(tail) for head in _LINE_HEADS
+    ):
+        raise DataError(
+            "the last line is incomplete and is not one that collect writes",
+            file=path,
+            line=data[:end].count(b"\n") + 1,
+            hint=hint,
+        )
     if truncated:
         logger.warning(
             "%s: ignoring a truncated last line (%d bytes, an interrupted write)", path, len(tail)
@@ -337,14 +370,20 @@ def collect(
     if path.exists() and path.stat().st_size > 0:
         state = _read_file(path)
         if state.header is None and state.records:
-            raise ValueError(f"{path}: has question lines but no header: not a collection file")
+            raise DataError(
+                "has question lines but no header: not a collection file",
+                file=path,
+                hint="give a new --out path",
+            )
         if state.header is not None:
             if state.header.get("settings_hash") != shash:
                 changes = _diff(state.header.get("settings", {}), settings)
-                raise ValueError(
-                    f"{path} was collected with other settings (hash "
-                    f"{state.header.get('settings_hash')} != {shash}); refusing to mix them. "
-                    f"Differences: {'; '.join(changes) or 'unknown'}. Use a new output path."
+                raise DataError(
+                    f"collected with other settings (hash {state.header.get('settings_hash')} "
+                    f"!= {shash}); refusing to mix them. Differences: "
+                    f"{'; '.join(changes) or 'unknown'}",
+                    file=path,
+                    hint="use a new output path",
                 )
             write_header = False
             done = state.records
@@ -429,6 +468,39 @@ def collect(
         seconds=time.perf_counter() - t0,
         settings=settings,
     )
+
+
+def is_judged_file(path: Path) -> bool:
+    """A JSONL file whose first record has the fields of a :class:`JudgedSample`."""
+    with open(path, "rb") as f:
+        for raw in f:
+            if raw.strip():
+                try:
+                    first = loads_json(raw)
+                except ValueError:
+                    return False
+                return isinstance(first, dict) and {"qid", "question", "response", "label"} <= set(
+                    first
+                )
+    return True
+
+
+def save_judged(
+    samples: Sequence[JudgedSample], path: str | os.PathLike[str], *, overwrite: bool = True
+) -> Path:
+    """Write judged samples as JSONL (one :meth:`JudgedSample.to_dict` per line), atomically.
+
+    An existing file is replaced only when it is a judged-samples file (``overwrite=True``, the
+    default: it is derived from a collection and rewritten on every run); any other file is
+    never replaced.
+
+    Raises:
+        OutputError: ``path`` exists and is not a judged-samples file (or ``overwrite`` is off).
+    """
+    path = Path(path)
+    check_output_file(path, "judged-samples file", recognise=is_judged_file, regenerate=overwrite)
+    atomic_write_text(path, "".join(json.dumps(s.to_dict()) + "\n" for s in samples))
+    return path
 
 
 def judge_collected(

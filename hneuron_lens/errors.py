@@ -7,8 +7,13 @@ is a bug (exit code 1, traceback with ``-v``).
 
 Subclasses name the stage: :class:`DataError` (input files and records), :class:`StoreError`
 (activation stores), :class:`ProbeError` (saved probes, fitting), :class:`ModelError` (models and
-their hooks), :class:`DependencyError` (an installed package behaves outside the supported range).
+their hooks), :class:`DependencyError` (an installed package behaves outside the supported range),
+:class:`OutputError` (an output path that would replace or escape what the command did not
+create), :class:`UsageError` (a bad option value) and :class:`RemoteError` (an LLM endpoint).
 They keep the built-in base (``ValueError`` / ``RuntimeError``) that older code caught.
+
+The text never spans lines: :meth:`HNeuronLensError.__str__` joins line breaks with ``"; "`` so
+the CLI's message stays one line however long the list inside it.
 """
 
 from __future__ import annotations
@@ -55,10 +60,22 @@ class HNeuronLensError(Exception):
         if self.field:
             where = f"{where} {self.field}".strip()
         text = self.what + (f" ({where})" if where else "")
-        return text + (f": {self.hint}" if self.hint else "")
+        text += f": {self.hint}" if self.hint else ""
+        return "; ".join(part.strip() for part in text.splitlines() if part.strip())
 
     def __str__(self) -> str:
         return self._render()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # subclasses have other constructor signatures: rebuild from the attributes
+        return (_restore, (type(self), dict(self.__dict__)))
+
+
+def _restore(cls: type[HNeuronLensError], state: dict[str, object]) -> HNeuronLensError:
+    err = cls.__new__(cls)
+    err.__dict__.update(state)
+    Exception.__init__(err, err._render())
+    return err
 
 
 class DataError(HNeuronLensError, ValueError):
@@ -83,3 +100,11 @@ class DependencyError(HNeuronLensError, RuntimeError):
 
 class OutputError(HNeuronLensError, FileExistsError):
     """An output path would overwrite or escape something the command did not create."""
+
+
+class UsageError(HNeuronLensError, ValueError):
+    """An option or argument value is invalid (a config field, a CLI flag, a name)."""
+
+
+class RemoteError(HNeuronLensError, RuntimeError):
+    """An LLM endpoint failed after its retries, refused a request or answered malformed data."""

@@ -15,17 +15,18 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from hneuron_lens.cett import CETTConfig, cett, collate, length_buckets
 from hneuron_lens.data.records import JudgedSample
+from hneuron_lens.errors import DataError, UsageError
 from hneuron_lens.features import FeatureSplit, NeuronLayout
 from hneuron_lens.io import library_version, sha256_json, to_jsonable
-from hneuron_lens.models import model_identity, neuron_sites
+from hneuron_lens.models import context_length, model_identity, neuron_sites
 from hneuron_lens.spans import (
     SpanConfig,
     chat_template_fingerprint,
@@ -35,6 +36,12 @@ from hneuron_lens.spans import (
 from hneuron_lens.store import ActivationStore, StoreMismatchError
 
 logger = logging.getLogger(__name__)
+
+TooLong = Literal["error", "skip", "truncate"]
+TOO_LONG = ("error", "skip", "truncate")
+"""What to do with a sample longer than the model's context: refuse the whole call (naming
+how many and which), leave it out (counted in the report), or keep its first ``n_ctx`` tokens
+(left out if its answer lies beyond them)."""
 
 
 def sample_sha256(sample: JudgedSample) -> str:
@@ -123,6 +130,8 @@ class ExtractReport:
     """The store directory."""
     span_methods: dict[str, int] = field(default_factory=dict)
     """How many extracted samples' answer spans each method found."""
+    n_truncated: int = 0
+    """Samples cut to the model's context (``too_long="truncate"``) and kept."""
 
     @property
     def skipped_by_reason(self) -> dict[str, int]:
@@ -138,6 +147,8 @@ class ExtractReport:
             f"{self.n_extracted} extracted, {self.n_skipped} skipped "
             f"in {self.seconds:.1f} s ({self.samples_per_s:.1f} samples/s)"
         ]
+        if self.n_truncated:
+            lines.append(f"  truncated to the model's context: {self.n_truncated}")
         if self.span_methods:
             lines.append(
                 "  span methods: "
@@ -148,14 +159,112 @@ class ExtractReport:
         return "\n".join(lines)
 
 
-def _configs(cfg: Any | None, span_cfg: Any | None, batch_size: int) -> tuple[Any, Any]:
-    """The CETT and span configs (defaults for ``None``), after checking ``batch_size``."""
+def _configs(
+    cfg: Any | None, span_cfg: Any | None, batch_size: int, too_long: str = "error"
+) -> tuple[Any, Any]:
+    """The CETT and span configs (defaults for ``None``), after checking the other options."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
+    if too_long not in TOO_LONG:
+        raise UsageError(f"too_long must be one of {TOO_LONG}, got {too_long!r}", field="too_long")
     return (
         cfg if cfg is not None else CETTConfig(),
         span_cfg if span_cfg is not None else SpanConfig(),
     )
+
+
+def max_chars_per_token(tokenizer: Any) -> int:
+    """The most characters of text one token of ``tokenizer`` can stand for (its longest
+    vocabulary entry, at least 1): a text longer than ``n_ctx`` times this cannot fit."""
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    return max((len(piece) for piece in vocab), default=64) or 1
+
+
+def fit_to_context(
+    model: Any, samples: Sequence[JudgedSample], too_long: str = "error"
+) -> tuple[list[JudgedSample], list[tuple[str, str]]]:
+    """Cheap first check of sample lengths against the model's context, before tokenising.
+
+    A sample whose question and response hold more characters than ``n_ctx`` tokens can cover
+    (:func:`max_chars_per_token`) is certainly too long: refused (``"error"``), left out
+    (``"skip"``) or, for ``"truncate"``, its response is cut to that many characters (the token
+    cut to exactly ``n_ctx`` follows after tokenising). A 50 MB line is refused in milliseconds
+    instead of being tokenised and run. Exact token counts are checked by :func:`extract`.
+
+    Returns:
+        ``(samples, skipped)``: the samples to tokenise and ``(qid, reason)`` for those left out.
+
+    Raises:
+        DataError: ``too_long="error"`` and some sample is too long (the message counts them).
+    """
+    if too_long not in TOO_LONG:
+        raise UsageError(f"too_long must be one of {TOO_LONG}, got {too_long!r}", field="too_long")
+    n_ctx = context_length(model)
+    if n_ctx is None:
+        return list(samples), []
+    limit = n_ctx * max_chars_per_token(model.tokenizer)
+    over = [s for s in samples if len(s.question) + len(s.response) > limit]
+    if not over:
+        return list(samples), []
+    reason = f"longer than the model's context ({n_ctx} tokens)"
+    if too_long == "error":
+        _refuse_too_long(
+            [(s.qid, f"{len(s.question) + len(s.response):,} characters") for s in over],
+            len(samples),
+            n_ctx,
+        )
+    if too_long == "skip":
+        bad = {s.qid for s in over}
+        return [s for s in samples if s.qid not in bad], [(s.qid, reason) for s in over]
+    cut = {s.qid: replace(s, response=s.response[: max(0, limit - len(s.question))]) for s in over}
+    return [cut.get(s.qid, s) for s in samples], []
+
+
+def _refuse_too_long(examples: list[tuple[str, str]], n: int, n_ctx: int) -> None:
+    shown = ", ".join(f"{qid} ({size})" for qid, size in examples[:3])
+    raise DataError(
+        f"{len(examples)} of {n} samples are longer than the model's context of {n_ctx} "
+        f"tokens, e.g. {shown}",
+        field="response",
+        hint="shorten them, leave them out (--too-long skip; too_long='skip') or keep their first "
+        f"{n_ctx} tokens (--too-long truncate; too_long='truncate')",
+    )
+
+
+def _apply_context(
+    tokenized: list[Any], n_ctx: int | None, too_long: str, n_samples: int
+) -> tuple[list[Any], list[tuple[str, str]], list[str]]:
+    """Exact token-count check after tokenising: ``(kept, skipped, truncated ids)``."""
+    if n_ctx is None:
+        return tokenized, [], []
+    over = [t for t in tokenized if len(t.input_ids) > n_ctx]
+    if not over:
+        return tokenized, [], []
+    if too_long == "error":
+        _refuse_too_long(
+            [(t.sample_id, f"{len(t.input_ids):,} tokens") for t in over], n_samples, n_ctx
+        )
+    reason = f"longer than the model's context ({n_ctx} tokens)"
+    skipped: list[tuple[str, str]] = []
+    kept: list[Any] = []
+    truncated: list[str] = []
+    for t in tokenized:
+        if len(t.input_ids) <= n_ctx:
+            kept.append(t)
+        elif too_long == "skip":
+            skipped.append((t.sample_id, reason))
+        elif t.answer is None or t.answer[1] > n_ctx or t.prompt_end >= n_ctx:
+            skipped.append((t.sample_id, f"answer beyond the model's context ({n_ctx} tokens)"))
+        else:
+            kept.append(
+                replace(
+                    t,
+                    input_ids=list(t.input_ids[:n_ctx]),
+                    response_end=min(t.response_end, n_ctx),
+                )
+            )
+            truncated.append(t.sample_id)
+    return kept, skipped, truncated
 
 
 def extract(
@@ -169,6 +278,7 @@ def extract(
     splits: dict[str, str] | None = None,
     chunk_size: int | None = None,
     overwrite: bool = False,
+    too_long: TooLong = "error",
     progress: bool = True,
 ) -> ExtractReport:
     """Compute CETT features for ``samples`` and write them to ``store``; resumable.
@@ -179,7 +289,9 @@ def extract(
     missing from the store is run through :func:`hneuron_lens.cett.cett` under
     ``torch.no_grad()``. Chunks are written as they fill; the last partial chunk at the end.
     Killed at any moment, a rerun continues where it stopped and the store ends identical to an
-    uninterrupted run's.
+    uninterrupted run's. The whole call is one write session: the store's lock is held from the
+    fingerprint check to the last chunk, so two extractions into one store never write the same
+    sample (the second gets :class:`~hneuron_lens.store.StoreBusyError`).
 
     Args:
         model: a ``TransformerBridge`` with a tokenizer.
@@ -191,6 +303,10 @@ def extract(
         splits: ``{qid: split}``; overrides ``JudgedSample.split``.
         chunk_size: rows per chunk file (default: the store's ``chunk_size``).
         overwrite: discard a store written for a different fingerprint instead of raising.
+        too_long: a sample longer than the model's context (``model.cfg.n_ctx``): ``"error"``
+            refuses the call before anything is computed, ``"skip"`` leaves it out (reported),
+            ``"truncate"`` keeps its first ``n_ctx`` tokens (recorded in the store's
+            fingerprint as ``truncate_to_context``; left out when its answer lies beyond).
         progress: show a tqdm bar (samples/s).
 
     Returns:
@@ -199,68 +315,86 @@ def extract(
     Raises:
         StoreMismatchError: the store was written for another model/tokenizer/config, or a
             stored sample id now has different content.
-        ValueError: duplicate qids.
+        StoreBusyError: another process is writing to the store.
+        DataError: no samples, duplicate qids, or samples longer than the context
+            (``too_long="error"``).
     """
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    cfg, span_cfg = _configs(cfg, span_cfg, batch_size)
+    cfg, span_cfg = _configs(cfg, span_cfg, batch_size, too_long)
     if chunk_size is not None:
         if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+            raise UsageError(f"chunk_size must be >= 1, got {chunk_size}", field="chunk_size")
         store.chunk_size = int(chunk_size)
+    if not samples:
+        raise DataError("no samples to extract", hint="check the input file and its format")
     by_id = {s.qid: s for s in samples}
     if len(by_id) != len(samples):
         seen: set[str] = set()
         dups = sorted({s.qid for s in samples if s.qid in seen or seen.add(s.qid)})  # type: ignore[func-returns-value]
-        raise ValueError(f"duplicate sample ids (qid): {dups[:10]}")
+        raise DataError(
+            f"duplicate sample ids (qid): {dups[:10]}",
+            field="qid",
+            hint="every sample needs its own id",
+        )
     split_of = {s.qid: (splits or {}).get(s.qid, s.split) for s in samples}
     hashes = {s.qid: sample_sha256(s) for s in samples}
+    fitted, too_long_skipped = fit_to_context(model, samples, too_long)
 
     tokenizer = model.tokenizer
     fingerprint = build_fingerprint(model, cfg, span_cfg, tokenizer)
+    n_ctx = context_length(model)
+    if too_long == "truncate":
+        fingerprint["truncate_to_context"] = n_ctx
     sites = neuron_sites(model)
     layout = NeuronLayout(tuple(s.d_mlp for s in sites))
     regions = list(cfg.regions)
-    store.open_for(fingerprint, layout=layout, regions=regions, overwrite=overwrite)
-
-    cached = [sid for sid in by_id if sid in store]
-    changed = [
-        sid
-        for sid in cached
-        if store.sample_hash(sid) is not None and store.sample_hash(sid) != hashes[sid]
-    ]
-    if changed:
-        raise StoreMismatchError(
-            f"{len(changed)} samples in {store.path} have the same id but different content "
-            f"(question/response/label/answer), e.g. {changed[:5]}; use another store or "
-            "overwrite=True"
-        )
-    n_resplit = store.assign_splits({sid: split_of[sid] for sid in cached})
-    if n_resplit:
-        logger.info("updated the split of %d cached samples", n_resplit)
-
-    report = ExtractReport(
-        n_requested=len(samples),
-        n_cached=len(cached),
-        n_extracted=0,
-        n_skipped=0,
-        store=str(store.path),
-    )
-    missing = [s for s in samples if s.qid not in store]
-    if not missing:
-        report.seconds = time.perf_counter() - t0
-        return report
-
-    tokenized, span_report = tokenize_samples(tokenizer, samples, span_cfg)
-    report.skipped = [(str(a), str(b)) for a, b in span_report.skipped if a not in store]
-    report.n_skipped = len(report.skipped)
+    # Every sample is tokenised and bucketed (cached ones are skipped in the batch loop), so the
+    # batches, and hence the values, do not depend on what an earlier run stored. Too-long
+    # samples are refused here, before the store is touched.
+    tokenized, span_report = tokenize_samples(tokenizer, fitted, span_cfg)
+    tokenized, ctx_skipped, truncated = _apply_context(tokenized, n_ctx, too_long, len(samples))
     for t in tokenized:
         if t.sample_id not in by_id:
             raise RuntimeError(f"tokenize_samples returned an unknown sample id {t.sample_id!r}")
-    todo_total = sum(1 for t in tokenized if t.sample_id not in store)
-    bar = tqdm(total=todo_total, disable=not progress, unit="sample", desc="extract CETT")
+    # one write session: the lock is held from here to store.close() in the finally below
+    store.open_for(fingerprint, layout=layout, regions=regions, overwrite=overwrite)
+    bar = None
     try:
+        cached = [sid for sid in by_id if sid in store]
+        changed = [
+            sid
+            for sid in cached
+            if store.sample_hash(sid) is not None and store.sample_hash(sid) != hashes[sid]
+        ]
+        if changed:
+            raise StoreMismatchError(
+                f"{len(changed)} samples have the same id as a stored sample but different "
+                f"content (question/response/label/answer), e.g. {changed[:5]}",
+                file=store.path,
+                hint="use another store, or --overwrite (overwrite=True) to replace it",
+            )
+        n_resplit = store.assign_splits({sid: split_of[sid] for sid in cached})
+        if n_resplit:
+            logger.info("updated the split of %d cached samples", n_resplit)
+
+        report = ExtractReport(
+            n_requested=len(samples),
+            n_cached=len(cached),
+            n_extracted=0,
+            n_skipped=0,
+            store=str(store.path),
+        )
+        report.n_truncated = len([sid for sid in truncated if sid not in store])
+        report.skipped = [
+            (str(a), str(b))
+            for a, b in [*too_long_skipped, *span_report.skipped, *ctx_skipped]
+            if a not in store
+        ]
+        report.n_skipped = len(report.skipped)
+        todo_total = sum(1 for t in tokenized if t.sample_id not in store)
+        bar = tqdm(total=todo_total, disable=not progress, unit="sample", desc="extract CETT")
         batches = _cett_batches(model, tokenized, cfg, sites, batch_size, skip=store.__contains__)
         for batch_samples, feats in batches:
             ids = [t.sample_id for t in batch_samples]
@@ -276,8 +410,9 @@ def extract(
             report.n_extracted += len(ids)
             bar.update(len(ids))
     finally:
-        bar.close()
-        store.close()  # flushes the partial chunk, also when interrupted by an exception
+        if bar is not None:
+            bar.close()
+        store.close()  # flushes the partial chunk and drops the lock, also on an exception
     report.seconds = time.perf_counter() - t0
     report.samples_per_s = report.n_extracted / report.seconds if report.seconds > 0 else 0.0
     logger.info("%s", report)
@@ -328,6 +463,7 @@ def compute_features(
     *,
     span_cfg: Any | None = None,
     batch_size: int = 16,
+    too_long: TooLong = "error",
     progress: bool = True,
 ) -> tuple[FeatureSplit, ExtractReport]:
     """CETT features of ``samples`` in memory (no store): what :func:`extract` would write.
@@ -339,20 +475,31 @@ def compute_features(
         A :class:`~hneuron_lens.features.FeatureSplit` (``features[region]`` float32
         ``[n_located, n_features]``, rows in the order of ``samples``, samples whose answer span
         could not be located left out) and an :class:`ExtractReport` listing those skipped, with
-        the reason.
+        the reason. ``too_long`` is as for :func:`extract` (truncation is not recorded anywhere:
+        the report counts it).
+
+    Raises:
+        DataError: samples longer than the model's context with ``too_long="error"``.
     """
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    cfg, span_cfg = _configs(cfg, span_cfg, batch_size)
+    cfg, span_cfg = _configs(cfg, span_cfg, batch_size, too_long)
     sites = neuron_sites(model)
     layout = NeuronLayout(tuple(s.d_mlp for s in sites))
-    tokenized, span_report = tokenize_samples(model.tokenizer, list(samples), span_cfg)
+    fitted, too_long_skipped = fit_to_context(model, samples, too_long)
+    tokenized, span_report = tokenize_samples(model.tokenizer, fitted, span_cfg)
+    tokenized, ctx_skipped, truncated = _apply_context(
+        tokenized, context_length(model), too_long, len(samples)
+    )
     report = ExtractReport(
         n_requested=len(samples), n_cached=0, n_extracted=0, n_skipped=0, store=""
     )
-    report.skipped = [(str(a), str(b)) for a, b in span_report.skipped]
+    report.skipped = [
+        (str(a), str(b)) for a, b in [*too_long_skipped, *span_report.skipped, *ctx_skipped]
+    ]
     report.n_skipped = len(report.skipped)
+    report.n_truncated = len(truncated)
     rows: dict[str, dict[str, np.ndarray]] = {}
     with tqdm(total=len(tokenized), disable=not progress, unit="sample", desc="CETT") as bar:
         for batch_samples, feats in _cett_batches(model, tokenized, cfg, sites, batch_size):

@@ -36,8 +36,9 @@ import torch
 from torch import Tensor
 
 from hneuron_lens import hooks as _hooks
+from hneuron_lens.errors import DataError, UsageError
 from hneuron_lens.features import NeuronLayout
-from hneuron_lens.io import atomic_write_text
+from hneuron_lens.io import atomic_write_text, claim_output_dir, loads_json, safe_child
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,6 +57,38 @@ __all__ = [
 ]
 
 Scope = Literal["all", "generated"]
+
+
+class NeuronIndexError(DataError, IndexError):
+    """A ``(layer, neuron)`` index that is not a non-negative integer, or outside the model."""
+
+
+def _index_array(values: Any, what: str, name: str) -> np.ndarray:
+    """``values`` as int64 ``[k]``; refuses non-integers (``0.7`` is never read as layer 0)."""
+    arr = np.asarray(values)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+    elif arr.dtype.kind in "iu":
+        bad = np.zeros(arr.shape, dtype=bool)
+    else:  # bools, strings, objects
+        raise NeuronIndexError(
+            f"{what} indices of neuron set {name!r} must be integers, got {arr.dtype} values "
+            f"(e.g. {arr.reshape(-1)[0]!r})",
+            field=what,
+            hint="give (layer, neuron) pairs of whole numbers",
+        )
+    if bad.any():
+        raise NeuronIndexError(
+            f"{what} indices of neuron set {name!r} must be whole numbers, got "
+            f"{arr[bad].reshape(-1)[:5].tolist()}",
+            field=what,
+            hint="give (layer, neuron) pairs of whole numbers",
+        )
+    return arr.astype(np.int64).reshape(-1)
+
+
 Mode = Literal["scale", "set"]
 
 
@@ -96,11 +129,22 @@ class NeuronSet:
     """Free-form provenance (seed, kind, source file...). JSON-serialisable."""
 
     def __post_init__(self) -> None:
-        self.layers = np.asarray(self.layers, dtype=np.int64).reshape(-1)
-        self.neurons = np.asarray(self.neurons, dtype=np.int64).reshape(-1)
+        if (
+            not isinstance(self.name, str)
+            or self.name.strip() in ("", ".", "..")
+            or any(c in self.name for c in "/\\\x00")
+        ):
+            raise UsageError(
+                f"neuron set name {self.name!r} cannot be used as a directory name",
+                field="name",
+                hint="use letters, digits, '-', '_' or '.', without path separators or '..'",
+            )
+        self.layers = _index_array(self.layers, "layer", self.name)
+        self.neurons = _index_array(self.neurons, "neuron", self.name)
         if self.layers.shape != self.neurons.shape:
-            raise ValueError(
-                f"layers and neurons differ in length: {self.layers.size} vs {self.neurons.size}"
+            raise NeuronIndexError(
+                f"layers and neurons differ in length: {self.layers.size} vs {self.neurons.size}",
+                field="layers",
             )
         if np.any(self.layers < 0) or np.any(self.neurons < 0):
             bad = [
@@ -108,14 +152,14 @@ class NeuronSet:
                 for a, b in zip(self.layers, self.neurons, strict=True)
                 if a < 0 or b < 0
             ]
-            raise ValueError(f"negative (layer, neuron) indices: {bad[:5]}")
+            raise NeuronIndexError(f"negative (layer, neuron) indices: {bad[:5]}", field="layer")
         pairs = list(zip(self.layers.tolist(), self.neurons.tolist(), strict=True))
         if len(set(pairs)) != len(pairs):
             seen: set[tuple[int, int]] = set()
             dup = [p for p in pairs if p in seen or seen.add(p)]  # type: ignore[func-returns-value]
-            raise ValueError(f"duplicate (layer, neuron) pairs in {self.name!r}: {dup[:5]}")
-        if not self.name or any(c in self.name for c in "/\\"):
-            raise ValueError(f"name must be non-empty without path separators, got {self.name!r}")
+            raise NeuronIndexError(
+                f"duplicate (layer, neuron) pairs in {self.name!r}: {dup[:5]}", field="neuron"
+            )
 
     def __len__(self) -> int:
         return int(self.layers.size)
@@ -149,7 +193,10 @@ class NeuronSet:
                 bad.append(f"({layer}, {neuron}): neuron >= d_mlp={int(d[layer])} of layer {layer}")
         if bad:
             more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-            raise IndexError(f"NeuronSet {self.name!r} does not fit the model: {bad[:10]}{more}")
+            raise NeuronIndexError(
+                f"NeuronSet {self.name!r} does not fit the model: {bad[:10]}{more}",
+                hint="was the set made for another model?",
+            )
         return self
 
     # -- constructors ------------------------------------------------------------------------
@@ -161,9 +208,14 @@ class NeuronSet:
         name: str = "neurons",
         meta: dict[str, Any] | None = None,
     ) -> NeuronSet:
-        """Build from an iterable of ``(layer, neuron)``."""
-        arr = np.asarray([(int(a), int(b)) for a, b in pairs], dtype=np.int64).reshape(-1, 2)
-        return cls(arr[:, 0], arr[:, 1], name=name, meta=dict(meta or {}))
+        """Build from an iterable of ``(layer, neuron)`` (whole numbers; ``0.7`` is refused)."""
+        rows = [tuple(p) for p in pairs]
+        if any(len(p) != 2 for p in rows):
+            raise NeuronIndexError(
+                f"neuron set {name!r}: every entry must be a (layer, neuron) pair",
+                field="pairs",
+            )
+        return cls([p[0] for p in rows], [p[1] for p in rows], name=name, meta=dict(meta or {}))
 
     @classmethod
     def coerce(cls, obj: Any, name: str | None = None) -> NeuronSet:
@@ -278,8 +330,8 @@ class NeuronSet:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NeuronSet:
         return cls(
-            np.asarray(d["layers"], dtype=np.int64),
-            np.asarray(d["neurons"], dtype=np.int64),
+            np.asarray(d["layers"]),
+            np.asarray(d["neurons"]),
             name=str(d.get("name", "neurons")),
             meta=dict(d.get("meta") or {}),
         )
@@ -310,23 +362,68 @@ class NeuronSet:
         """Read a file written by :meth:`save` (JSON) or any CSV with ``layer`` and ``neuron``
         columns (extra columns ignored)."""
         path = Path(path)
+        hint = "a JSON file written by NeuronSet.save, or a CSV with layer,neuron columns"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise DataError("no such neuron-set file", file=path, hint=hint) from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataError(
+                f"cannot read the neuron set ({type(err).__name__})", file=path, hint=hint
+            ) from None
+        name = path.stem if path.stem not in ("", ".", "..") else "neurons"
         if path.suffix.lower() == ".csv":
-            with open(path, newline="") as f:
-                rows = list(csv.DictReader(f))
-            if rows and not {"layer", "neuron"} <= set(rows[0]):
-                raise ValueError(
-                    f"{path}: CSV needs 'layer' and 'neuron' columns, has {list(rows[0])}"
+            try:
+                rows = list(csv.DictReader(text.splitlines()))
+            except csv.Error as err:
+                raise DataError(f"not a readable CSV ({err})", file=path, hint=hint) from None
+            if not rows or not {"layer", "neuron"} <= set(rows[0]):
+                have = list(rows[0]) if rows else []
+                raise DataError(
+                    f"CSV needs 'layer' and 'neuron' columns, has {have}",
+                    file=path,
+                    line=1,
+                    hint=hint,
                 )
-            return cls.from_pairs(
-                ((int(r["layer"]), int(r["neuron"])) for r in rows),
-                name=path.stem,
-                meta={"source": str(path)},
-            )
-        d = json.loads(path.read_text())
-        if isinstance(d, list):
-            return cls.from_pairs(d, name=path.stem, meta={"source": str(path)})
-        d.setdefault("name", path.stem)
-        return cls.from_dict(d)
+            pairs = []
+            for line, r in enumerate(rows, start=2):
+                try:
+                    pairs.append((_whole(r["layer"]), _whole(r["neuron"])))
+                except ValueError:
+                    raise NeuronIndexError(
+                        f"not a whole-number (layer, neuron) pair: {r['layer']!r}, {r['neuron']!r}",
+                        file=path,
+                        line=line,
+                        field="layer,neuron",
+                        hint=hint,
+                    ) from None
+            return cls.from_pairs(pairs, name=name, meta={"source": str(path)})
+        try:
+            d = loads_json(text)
+        except ValueError as err:
+            raise DataError(
+                f"not JSON ({err})", file=path, line=getattr(err, "lineno", None), hint=hint
+            ) from None
+        try:
+            if isinstance(d, list):
+                return cls.from_pairs(d, name=name, meta={"source": str(path)})
+            d.setdefault("name", name)
+            return cls.from_dict(d)
+        except NeuronIndexError as err:
+            err.file = str(path)
+            raise
+        except (KeyError, TypeError, AttributeError) as err:
+            raise DataError(
+                f"not a neuron set ({type(err).__name__}: {err})", file=path, hint=hint
+            ) from None
+
+
+def _whole(text: Any) -> int:
+    """``"3"`` or ``"3.0"`` -> 3; ``"0.7"``, ``""`` or ``"x"`` -> ValueError."""
+    value = float(text)
+    if not math.isfinite(value) or value != round(value):
+        raise ValueError(text)
+    return int(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -862,7 +959,7 @@ def _read_run(path: Path, header: dict[str, Any]) -> list[dict[str, Any]] | None
     if not path.is_file():
         return None
     try:
-        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        lines = [loads_json(x) for x in path.read_text().splitlines() if x.strip()]
     except ValueError:
         logger.warning("%s is damaged: recomputing", path)
         return None
@@ -1007,10 +1104,10 @@ def alpha_sweep(
         raise ValueError(f"neuron set name {h.name!r} clashes with a control name")
     gen_settings = {k: v for k, v in gen_cfg.to_dict().items() if k not in ("progress",)}
     model_name = str(getattr(model.cfg, "model_name", "unknown"))
-    out = Path(out_dir) if out_dir is not None else None
+    out = claim_output_dir(out_dir, "sweep") if out_dir is not None else None
     if out is not None:
         for s in sets:
-            s.save(out / s.name / "neurons.json")
+            s.save(safe_child(out, s.name, what="neuron set name") / "neurons.json")
 
     outcomes = {s.name: np.full((len(task), len(alphas_sorted)), np.nan) for s in sets}
     parse_ok = {s.name: np.zeros((len(task), len(alphas_sorted)), dtype=bool) for s in sets}
@@ -1042,7 +1139,9 @@ def alpha_sweep(
         path = (
             None
             if out is None
-            else out / ("identity" if identity else s.name) / f"alpha={_alpha_key(alpha)}.jsonl"
+            else safe_child(
+                out, "identity" if identity else s.name, f"alpha={_alpha_key(alpha)}.jsonl"
+            )
         )
         records = identity_records if identity else None
         if records is None and path is not None:

@@ -34,8 +34,6 @@ import os
 import re
 import time
 import unicodedata
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -43,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from hneuron_lens.data.records import FAITHFUL, HALLUCINATED, JudgedSample, QAItem
-from hneuron_lens.io import atomic_write_text
+from hneuron_lens.io import atomic_write_text, loads_json
+from hneuron_lens.llm import ChatClient, LLMError
 
 logger = logging.getLogger(__name__)
 
@@ -437,8 +436,9 @@ class UnparseableVerdict(ValueError):
     """The LLM judge's reply is not exactly one of CORRECT / INCORRECT / REFUSAL."""
 
 
-class LLMJudgeError(RuntimeError):
-    """The LLM endpoint failed (after retries) or returned a malformed payload."""
+LLMJudgeError = LLMError
+"""The LLM endpoint failed (after retries), refused the request, redirected elsewhere or returned a
+malformed payload (:class:`hneuron_lens.llm.LLMError`, a :class:`~hneuron_lens.errors.RemoteError`)."""
 
 
 def parse_verdict(reply: str) -> str:
@@ -491,10 +491,13 @@ def cache_key(
 class LLMJudge:
     """Judge responses with an LLM behind an OpenAI-compatible chat-completions endpoint.
 
-    Off by default: nothing in the library calls it unless asked. Standard library only
-    (``urllib``). The API key is read from the environment variable ``api_key_env`` at each call
-    and is never stored on the object, written to the cache or logged; when the variable is unset
-    no ``Authorization`` header is sent (local servers such as vLLM or llama.cpp need none).
+    Off by default: nothing in the library calls it unless asked. The transport is
+    :class:`hneuron_lens.llm.ChatClient` (``httpx``: timeouts, retries with backoff, redirects
+    followed only within the endpoint's origin, a warning for plain ``http://`` to another host).
+    The API key is read from the environment variable ``api_key_env`` at each call and is never
+    stored on the object, sent to another host, written to the cache or logged; when the variable
+    is unset no ``Authorization`` header is sent (local servers such as vLLM or llama.cpp need
+    none).
 
     Args:
         base_url: Endpoint root as for the OpenAI SDK, e.g. ``"https://api.openai.com/v1"`` or
@@ -530,8 +533,14 @@ class LLMJudge:
     ) -> None:
         if prompt_version not in PROMPTS:
             raise KeyError(f"unknown prompt_version {prompt_version!r}; known: {sorted(PROMPTS)}")
-        if max_retries < 0 or timeout <= 0 or backoff_s < 0:
-            raise ValueError("LLMJudge: need max_retries >= 0, timeout > 0 and backoff_s >= 0")
+        self._client = ChatClient(
+            base_url,
+            model,
+            api_key_env=api_key_env,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+        )
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key_env = api_key_env
@@ -541,11 +550,14 @@ class LLMJudge:
         self.timeout = float(timeout)
         self.backoff_s = float(backoff_s)
         self.temperature = float(temperature)
-        self.n_requests = 0
-        """HTTP requests sent so far (retries included)."""
         self._cache: dict[str, dict[str, Any]] = {}
         if self.cache_path is not None:
             self._cache = _load_jsonl_cache(self.cache_path)
+
+    @property
+    def n_requests(self) -> int:
+        """HTTP requests sent so far (retries included)."""
+        return self._client.n_requests
 
     @property
     def name(self) -> str:
@@ -619,51 +631,7 @@ class LLMJudge:
         return self.judge(item.question, response, item.aliases, kind=item.kind)
 
     def _complete(self, messages: list[dict[str, str]]) -> str:
-        body = json.dumps(
-            {"model": self.model, "messages": messages, "temperature": self.temperature}
-        ).encode("utf-8")
-        url = f"{self.base_url}/chat/completions"
-        last_error = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                delay = self.backoff_s * 2 ** (attempt - 1)
-                logger.warning(
-                    "LLM judge: %s; retry %d/%d in %.2fs",
-                    last_error,
-                    attempt,
-                    self.max_retries,
-                    delay,
-                )
-                time.sleep(delay)
-            headers = {"Content-Type": "application/json"}
-            api_key = os.environ.get(self.api_key_env)
-            if api_key:
-                headers["Authorization"] = f"Bearer {api_key}"
-            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            self.n_requests += 1
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as resp:
-                    payload = json.loads(resp.read().decode("utf-8"))
-            except urllib.error.HTTPError as exc:
-                if exc.code >= 500 or exc.code == 429:
-                    last_error = f"HTTP {exc.code} from {url}"
-                    continue
-                hint = f" (is ${self.api_key_env} set?)" if exc.code in (401, 403) else ""
-                raise LLMJudgeError(f"LLM judge: HTTP {exc.code} from {url}{hint}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                last_error = f"{type(exc).__name__} calling {url}"
-                continue
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise LLMJudgeError(f"LLM judge: non-JSON response from {url}") from None
-            try:
-                return str(payload["choices"][0]["message"]["content"])
-            except (KeyError, IndexError, TypeError):
-                raise LLMJudgeError(
-                    f"LLM judge: no choices[0].message.content in response from {url}"
-                ) from None
-        raise LLMJudgeError(
-            f"LLM judge: giving up after {self.max_retries + 1} attempts: {last_error}"
-        )
+        return self._client.complete(messages, temperature=self.temperature)
 
 
 def _load_jsonl_cache(path: Path) -> dict[str, dict[str, Any]]:
@@ -675,7 +643,7 @@ def _load_jsonl_cache(path: Path) -> dict[str, dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = loads_json(line)
                 cache[record["key"]] = record
             except (json.JSONDecodeError, KeyError, TypeError):
                 logger.warning("LLM judge cache %s: skipping malformed line %d", path, lineno)

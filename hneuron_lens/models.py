@@ -392,6 +392,22 @@ def neuron_sites(model: Any) -> list[NeuronSite]:
     return sites
 
 
+def context_length(model: Any) -> int | None:
+    """The most tokens one sequence may hold (``model.cfg.n_ctx``), ``None`` when unknown.
+
+    Example:
+        >>> from hneuron_lens.testing import tiny_model
+        >>> context_length(tiny_model("llama"))
+        128
+    """
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    try:
+        n = int(n_ctx)
+    except (TypeError, ValueError):
+        return None
+    return n if n > 0 else None
+
+
 def model_identity(model: Any) -> dict[str, Any]:
     """Name, shapes, dtype and a sha256 of the MLP weights: what a saved artefact depends on.
 

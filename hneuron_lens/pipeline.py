@@ -161,12 +161,12 @@ def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
     from hneuron_lens.data.builtin import builtin_nonexistent, builtin_qa
     from hneuron_lens.data.splits import balanced_sample, split_samples
     from hneuron_lens.extract import extract
+    from hneuron_lens.io import claim_output_dir
     from hneuron_lens.probe import probe_path
     from hneuron_lens.store import ActivationStore
 
     cfg = cfg or RunConfig()
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output_dir(cfg.out_dir, "run", option="--out-dir")  # never a foreign directory
     seconds: dict[str, float] = {}
     notes: list[str] = []
 
@@ -243,7 +243,7 @@ def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
         n_random=cfg.n_random,
         seed=cfg.seed,
     )
-    probe.save(out / "probe")
+    probe.save(out / "probe", overwrite=True)  # a rerun refits the probe
     path.save(out / "probe_path.json")
     report.save(out / "report.json")
     seconds["probe"] = time.perf_counter() - t

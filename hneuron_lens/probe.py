@@ -25,8 +25,6 @@ import logging
 import math
 import numbers
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -40,7 +38,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
-from hneuron_lens.io import atomic_write_text, library_version
+from hneuron_lens.io import atomic_write_text, library_version, loads_json
 
 from .features import FeatureSplit, NeuronLayout
 from .stats import (
@@ -209,7 +207,21 @@ class NeuronTable:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NeuronTable:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a table written by :meth:`save`.
+
+        Raises:
+            ProbeError: the file is missing, not JSON or not a neuron table (names the file).
+        """
+        from hneuron_lens.errors import ProbeError
+
+        try:
+            return cls.from_dict(loads_json(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ProbeError(
+                f"not a saved neuron table ({type(err).__name__}: {str(err)[:80]})",
+                file=path,
+                hint="give a file written by NeuronTable.save",
+            ) from None
 
     def __str__(self) -> str:
         head = (
@@ -825,18 +837,24 @@ class SparseProbe(BaseEstimator):
 
     # ---- persistence ------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write ``weights.safetensors``, ``neurons.json`` and ``probe.json`` to ``path``.
 
-        The directory is written in full to a temporary sibling and then renamed into place.
+        The directory is written in full to a temporary sibling and then renamed into place
+        (:func:`hneuron_lens.io.write_dir_atomically`). ``path`` may be missing or an empty
+        directory; an existing saved probe is replaced only with ``overwrite=True``; any other
+        directory is never replaced.
+
+        Raises:
+            OutputError: ``path`` holds a probe and ``overwrite`` is false, or holds something
+                that is not a probe.
         """
         from safetensors.numpy import save_file
 
+        from hneuron_lens.io import write_dir_atomically
+
         self._check_fitted()
         path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists (pass overwrite=True)")
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"coef": self.coef_.astype(np.float64), "intercept": np.array([self.intercept_])}
         if self.mean_ is not None and self.scale_ is not None:
             tensors["mean"] = self.mean_.astype(np.float64)
@@ -858,8 +876,7 @@ class SparseProbe(BaseEstimator):
             "h_neurons": self.h_neurons.to_dict(),
             "negative_neurons": self.negative_neurons.to_dict(),
         }
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
+        with write_dir_atomically(path, "probe", overwrite=overwrite) as tmp:
             save_file(
                 tensors,
                 str(tmp / "weights.safetensors"),
@@ -867,41 +884,63 @@ class SparseProbe(BaseEstimator):
             )
             (tmp / "probe.json").write_text(json.dumps(meta, indent=1, default=_json_default))
             (tmp / "neurons.json").write_text(json.dumps(neurons, indent=1))
-            _replace_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SparseProbe:
-        """Read a probe written by :meth:`save` (JSON + safetensors; no pickle)."""
-        from safetensors.numpy import load_file
+        """Read a probe written by :meth:`save` (JSON + safetensors; no pickle).
+
+        Raises:
+            ProbeError: the directory or one of its files is missing, unreadable, of another
+                format or inconsistent; the message names the file and what to do.
+        """
+        from hneuron_lens.errors import ProbeError
 
         path = Path(path)
-        meta = json.loads((path / "probe.json").read_text())
-        if meta.get("format") != "hneuron_lens.SparseProbe":
-            raise ValueError(f"{path / 'probe.json'} is not a saved SparseProbe")
-        if int(meta["format_version"]) > SAVE_FORMAT_VERSION:
-            raise ValueError(
-                f"probe saved with format_version {meta['format_version']}; this library reads "
-                f"<= {SAVE_FORMAT_VERSION}: upgrade hneuron_lens"
+        meta_path = path / "probe.json"
+        if not path.is_dir():
+            raise ProbeError(
+                "no saved probe here" + (" (a file, not a directory)" if path.exists() else ""),
+                file=path,
+                hint="give the directory written by `hneuron-lens train --out` / SparseProbe.save",
             )
-        tensors = load_file(str(path / "weights.safetensors"))
-        params = dict(meta["params"])
-        if isinstance(params.get("class_weight"), dict):  # JSON turned the class keys into str
-            params["class_weight"] = {int(k): float(v) for k, v in params["class_weight"].items()}
-        probe = cls(**params)
-        probe.coef_ = tensors["coef"].astype(np.float64)
-        probe.intercept_ = float(tensors["intercept"][0])
+        meta = _read_probe_json(meta_path)
+        tensors = _read_probe_weights(path / "weights.safetensors")
+        try:
+            params = dict(meta["params"])
+            if isinstance(params.get("class_weight"), dict):  # JSON made the class keys str
+                params["class_weight"] = {
+                    int(k): float(v) for k, v in params["class_weight"].items()
+                }
+            probe = cls(**params)
+            probe.layout_ = NeuronLayout.from_dict(meta["layout"])
+            probe.n_iter_ = int(meta["n_iter"])
+            probe.converged_ = bool(meta["converged"])
+            probe.n_train_rows_ = int(meta["n_train_rows"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ProbeError(
+                f"probe.json lacks or mangles a field ({type(err).__name__}: {err})",
+                file=meta_path,
+                hint="save the probe again with SparseProbe.save / `hneuron-lens train`",
+            ) from None
+        try:
+            probe.coef_ = np.asarray(tensors["coef"], dtype=np.float64).reshape(-1)
+            probe.intercept_ = float(np.asarray(tensors["intercept"]).reshape(-1)[0])
+        except (KeyError, IndexError, ValueError) as err:
+            raise ProbeError(
+                f"weights.safetensors lacks the coef/intercept tensors ({err})",
+                file=path / "weights.safetensors",
+                hint="save the probe again with SparseProbe.save / `hneuron-lens train`",
+            ) from None
         probe.mean_ = tensors.get("mean")
         probe.scale_ = tensors.get("scale")
-        probe.layout_ = NeuronLayout.from_dict(meta["layout"])
         if probe.coef_.size != probe.layout_.n_features:
-            raise ValueError("saved coef does not match the saved layout")
-        probe.n_iter_ = int(meta["n_iter"])
-        probe.converged_ = bool(meta["converged"])
-        probe.n_train_rows_ = int(meta["n_train_rows"])
+            raise ProbeError(
+                f"the saved coef has {probe.coef_.size} weights but the saved layout "
+                f"{probe.layout_.n_features} neurons",
+                file=path / "weights.safetensors",
+                hint="the files come from different probes: save the probe again",
+            )
         probe.train_fingerprint_ = meta.get("train_fingerprint")
         probe.metadata_ = dict(meta.get("metadata") or {})
         probe.metrics_ = meta.get("metrics")
@@ -1545,17 +1584,51 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _replace_dir(tmp: Path, path: Path) -> None:
-    """Move the finished ``tmp`` directory to ``path``, replacing an existing one."""
-    if not path.exists():
-        os.replace(tmp, path)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-    os.replace(path, old / "x")
+def _read_probe_json(path: Path) -> dict[str, Any]:
+    """``probe.json`` of a saved probe, or a ProbeError naming the file and what is wrong."""
+    from hneuron_lens.errors import ProbeError
+
+    hint = "give the directory written by `hneuron-lens train --out` / SparseProbe.save"
     try:
-        os.replace(tmp, path)
-    except BaseException:
-        os.replace(old / "x", path)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
+        meta = loads_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProbeError("no probe.json: not a saved probe", file=path, hint=hint) from None
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError included
+        line = getattr(err, "lineno", None)
+        raise ProbeError(
+            f"probe.json is not JSON ({type(err).__name__})", file=path, line=line, hint=hint
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != "hneuron_lens.SparseProbe":
+        raise ProbeError("not a saved SparseProbe (no 'format' field)", file=path, hint=hint)
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > SAVE_FORMAT_VERSION:
+        raise ProbeError(
+            f"saved with format_version {version!r}; this library reads <= {SAVE_FORMAT_VERSION}",
+            file=path,
+            field="format_version",
+            hint="upgrade hneuron_lens",
+        )
+    return meta
+
+
+def _read_probe_weights(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of ``weights.safetensors``, or a ProbeError naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    from hneuron_lens.errors import ProbeError
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise ProbeError(
+            "no weights.safetensors beside probe.json",
+            file=path,
+            hint="copy the whole probe directory, or save the probe again",
+        ) from None
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ProbeError(
+            f"weights.safetensors is not a safetensors file ({str(err)[:80]})",
+            file=path,
+            hint="it was replaced or damaged (an .npy renamed?): save the probe again",
+        ) from None

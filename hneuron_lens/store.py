@@ -1,28 +1,56 @@
-"""On-disk, fingerprinted, resumable store of per-sample CETT feature vectors.
+"""On-disk, fingerprinted, resumable store of per-sample CETT feature vectors (persistence only).
 
-:func:`extract` runs :func:`hneuron_lens.cett.cett` over judged samples and writes, for every
-sample and region (``"answer"``, ``"other"``...), the CETT vector flattened over (layer, neuron)
-with :class:`~hneuron_lens.features.NeuronLayout` into an :class:`ActivationStore`. The probe
-reads it back as :class:`~hneuron_lens.features.FeatureSplit` objects backed by memory maps.
+:func:`hneuron_lens.extract.extract` writes, for every sample and region (``"answer"``,
+``"other"``...), the CETT vector flattened over (layer, neuron) with
+:class:`~hneuron_lens.features.NeuronLayout` into an :class:`ActivationStore`. The probe reads it
+back as :class:`~hneuron_lens.features.FeatureSplit` objects backed by memory maps.
 
 Directory layout::
 
-    STORE/manifest.json            fingerprint, layout, regions, dtype, library version, counts
+    STORE/.hneuron_lens.json       says "this directory is an activation store"
+    STORE/manifest.json            fingerprint, layout, regions, dtype, library version, counts,
+                                   the chunk list and the checksum cache (below)
     STORE/chunks/00000.answer.npy  [rows, n_features] float16 (or float32), one file per region
     STORE/chunks/00000.json        sidecar: rows, ids, labels, splits, sample hashes, sha256 and
-                                   size of every data file. Written LAST: no sidecar, no chunk.
-    STORE/quarantine/              damaged chunks moved aside on open (never read)
-    STORE/.lock                    advisory lock held by the one process that writes
+                                   size of every data file, and a copy of the manifest's
+                                   fingerprint/layout/regions/dtype. Written LAST: no sidecar,
+                                   no chunk.
+    STORE/quarantine/              damaged chunks moved aside by a writer (never read, never
+                                   deleted by the library)
+    STORE/.lock                    the write lock; records the holder's pid, host and start time
 
-Integrity. A chunk's data files are written to temporary names, fsynced and renamed; then its
-sidecar is written the same way. On open every chunk is checked cheaply (sidecar parses, every
-data file exists with the exact byte size and ``.npy`` header shape/dtype the sidecar records);
-the full sha256 is checked for chunks written by a run that did not close cleanly (a
-``writing.json`` marker survives it) and for every chunk when ``verify=True``. A chunk that fails
-is logged, moved to ``quarantine/`` and left out, so :func:`extract` re-computes its samples.
-Data files without a sidecar (a run killed between the two renames) are deleted. Repairs are
-made only by a process that can take the store's lock; a reader that runs beside a writer just
-ignores what it cannot validate.
+**Readers never change a file.** Opening a store (``ActivationStore(path)``) only reads. Every
+repair (moving a damaged chunk to ``quarantine/``, moving away the data files of a write that was
+killed before its sidecar, finishing an interrupted :meth:`~ActivationStore.compact`, writing a
+lost manifest back) is made by a *writer*: a process holding the lock (:meth:`open_for`,
+:meth:`repair`). Nothing is ever deleted by a repair: damaged or orphaned files are moved to
+``quarantine/`` under a unique name.
+
+**Integrity on every read.** Each chunk's sidecar records the sha256 of its data files. A reader
+checks sizes and ``.npy`` headers of every chunk on open, and the full sha256 of every chunk file it
+reads (:meth:`split`, :meth:`features`, compaction) before returning any value from it; a mismatch
+raises :class:`StoreCorruptError` naming the file and the fix. Hashing runs at disk/page-cache speed
+(README, "Reliability"), and each file is hashed at most once per open. To skip even that, a writer
+records in the manifest, under the lock, ``verified[file] = (bytes, mtime_ns, sha256)`` for files it
+hashed at least :data:`RACY_SECONDS` after their last modification (git's "racily clean" rule: a
+file changed within the same timestamp tick as its hash would otherwise look unchanged). A reader
+trusts an entry only when the file's size and mtime are still those recorded and the sha256 is
+the sidecar's. ``verify=True`` ignores the cache and hashes everything.
+
+**One writer at a time.** The lock (:class:`hneuron_lens.lock.WriteLock`: ``flock(2)`` on
+``STORE/.lock``, which records the holder's pid, host and start time) is held from :meth:`open_for`
+to :meth:`close`: the whole write session (open, id checks, writes, manifest). The kernel releases
+it when the holder exits in any way (SIGKILL included), so on a local disk a lock never outlives its
+writer; a second writer gets :class:`StoreBusyError` naming the holder. Without ``flock`` (some
+network mounts) the stale-lock rule of :mod:`hneuron_lens.lock` applies: a record from this host
+whose pid is gone is taken over, one from another host is honoured until removed by hand.
+
+**A lost manifest is rebuilt, never emptied.** Sidecars carry the manifest's fingerprint, layout,
+regions and dtype, so a store whose ``manifest.json`` was deleted is read as before (rebuilt in
+memory, with a warning) and written back by the next writer or by ``hneuron-lens store STORE
+--repair``. Sidecars written by 0.1.0 carry only the fingerprint's hash: such a store is refused
+with the recovery command (rerun the same ``extract``: when its fingerprint hashes to the chunks'
+value the manifest is rebuilt from it).
 
 Fingerprint. ``manifest["fingerprint"]`` records everything the feature values depend on: model
 identity (name, shapes, dtype, sha256 of the MLP and embedding weights), tokenizer (class, name,
@@ -56,39 +84,60 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from hneuron_lens.errors import StoreError
 from hneuron_lens.features import FeatureSplit, NeuronLayout
-from hneuron_lens.io import atomic_write_text, fsync_dir, library_version, sha256_json, to_jsonable
-
-try:  # POSIX advisory locks; on other platforms the store does no locking.
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
+from hneuron_lens.io import (
+    atomic_write_text,
+    check_output_dir,
+    fsync_dir,
+    library_version,
+    loads_json,
+    sha256_json,
+    to_jsonable,
+    write_marker,
+)
+from hneuron_lens.lock import WriteLock
 
 logger = logging.getLogger(__name__)
 
 STORE_FORMAT = 1
 """Version of the on-disk layout; stamped into the manifest and every sidecar."""
 
+KIND = "activation_store"
+"""The artefact kind written into the store's ``.hneuron_lens.json``."""
+
 DTYPES = ("float16", "float32")
+RACY_SECONDS = 2.0
+"""A checksum is cached only for a file last modified at least this long before it was hashed."""
+
 _ALL = object()  # "every split" sentinel (``None`` means "samples without a split")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+_CORE = ("fingerprint", "layout", "regions", "dtype")  # what sidecars copy from the manifest
 
 
-class StoreMismatchError(ValueError):
+class StoreMismatchError(StoreError, ValueError):
     """The store was written for different inputs (model, tokenizer, configs, samples...)."""
 
 
-class StoreBusyError(RuntimeError):
+class StoreBusyError(StoreError):
     """Another process holds the store's write lock."""
+
+
+class StoreCorruptError(StoreError):
+    """A chunk's bytes differ from its recorded checksum, or chunks are missing or unreadable."""
+
+
+class MissingSplitError(StoreError, KeyError):
+    """The store holds no sample of the requested split."""
 
 
 # --------------------------------------------------------------------------------------------
 # small helpers
 
 
-def _file_sha256(path: Path, block: int = 1 << 22) -> str:
+def file_sha256(path: Path, block: int = 1 << 22) -> str:
+    """sha256 of a file's bytes, read in 4 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while True:
@@ -107,7 +156,7 @@ def _write_npy(path: Path, array: np.ndarray) -> tuple[int, str]:
             np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
-        digest = _file_sha256(Path(tmp))  # read back from the page cache: cheap
+        digest = file_sha256(Path(tmp))  # read back from the page cache: cheap
         size = os.path.getsize(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -195,7 +244,7 @@ class _Chunk:
 
 
 class ActivationStore:
-    """On-disk store of per-sample CETT vectors (see the module docstring for the layout).
+    """On-disk store of per-sample CETT vectors (see the module docstring for the rules).
 
     Args:
         path: the store directory (created on first write).
@@ -203,8 +252,12 @@ class ActivationStore:
             means "whatever the existing store has, else float16". An explicit dtype that differs
             from an existing store's is a fingerprint mismatch (see :meth:`open_for`).
         chunk_size: rows per chunk file when writing.
-        verify: check the full sha256 of every chunk on open (default: only chunks from a run
-            that did not close cleanly; sizes and headers are always checked).
+        verify: hash every chunk file now, ignoring the checksum cache (reads always hash the
+            files they read unless the cache vouches for them).
+
+    Raises:
+        StoreError: ``path`` is a file, or its ``manifest.json`` is unreadable or of another
+            format.
 
     Example:
         >>> import numpy as np, tempfile
@@ -231,14 +284,28 @@ class ActivationStore:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(
+                "not an activation store: a file", file=self.path, hint="give a store directory"
+            )
         self.chunk_size = int(chunk_size)
         self._requested_dtype = dtype
-        self._lock_fd: int | None = None
+        self._lock = WriteLock(self.path / ".lock")
         self._buffer: list[dict[str, Any]] = []
         self._session_marker = False
         self.manifest: dict[str, Any] | None = None
+        self.manifest_rebuilt = False
+        """True when ``manifest.json`` was missing and the manifest was rebuilt from sidecars."""
+        self.problems: list[str] = []
+        """Damaged chunks found by the last scan (reads refuse while there are any)."""
+        self._orphaned: str | None = None  # why chunks without a usable manifest cannot be read
+        self._data_dir = self.chunk_dir
         self._chunks: list[_Chunk] = []
         self._rows: dict[str, tuple[int, int]] = {}  # id -> (position in _chunks, row)
+        # file name -> (bytes, mtime_ns, sha256, hashed_at_ns): what this object has hashed
+        self._verified: dict[str, tuple[int, int, str, int]] = {}
+        self._manifest_error: StoreError | None = None
+        self._dirty = False
         self.refresh(verify=verify)
 
     # ---------------------------------------------------------------- properties
@@ -280,6 +347,11 @@ class ActivationStore:
         """Split names in the order of :attr:`ids` (``None`` for samples without a split)."""
         return [self._meta(i)["split"] for i in self.ids]
 
+    @property
+    def is_writer(self) -> bool:
+        """True while this object holds the store's write lock."""
+        return self._lock.held
+
     def __len__(self) -> int:
         return len(self._rows)
 
@@ -297,10 +369,25 @@ class ActivationStore:
 
     def _require_manifest(self) -> dict[str, Any]:
         if self.manifest is None:
-            raise RuntimeError(
-                f"store {self.path} has no manifest yet: call open_for() or extract() first"
+            if self._manifest_error is not None:
+                raise self._manifest_error
+            if self._orphaned:
+                raise StoreError(self._orphaned, file=self.path, hint=self._recovery_hint())
+            raise StoreError(
+                "no activation store here (no manifest.json, no chunks)",
+                file=self.path,
+                hint="create one with `hneuron-lens extract --store "
+                f"{self.path}` (or call open_for() / extract() first)",
             )
         return self.manifest
+
+    def _recovery_hint(self) -> str:
+        return (
+            "rerun the `hneuron-lens extract --store "
+            f"{self.path} ...` that wrote it, with the same model, data and options: when its "
+            "fingerprint hashes to the chunks' value the manifest is rebuilt from it (nothing is "
+            "deleted)"
+        )
 
     def _meta(self, sample_id: str) -> dict[str, Any]:
         pos, row = self._rows[sample_id]
@@ -317,38 +404,33 @@ class ActivationStore:
 
     # ---------------------------------------------------------------- locking
 
-    def _try_lock(self) -> bool:
-        if self._lock_fd is not None:
-            return True
-        if fcntl is None:  # pragma: no cover
-            return True
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        self._lock_fd = fd
-        return True
+    def _try_lock(self) -> dict[str, Any] | None:
+        """Take the write lock (:class:`~hneuron_lens.lock.WriteLock` on ``STORE/.lock``).
+        Returns ``None`` on success, else the holder's record."""
+        return self._lock.try_acquire()
 
     def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            if fcntl is not None:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._lock.release()
 
     def _acquire_writer(self) -> None:
-        if not self._try_lock():
-            raise StoreBusyError(f"another process is writing to {self.path} (lock held)")
+        holder = self._try_lock()
+        if holder is not None:
+            raise StoreBusyError(
+                f"another process is writing to this store (pid {holder.get('pid')} on host "
+                f"{holder.get('host')}, since {holder.get('started', '?')})",
+                file=self.path,
+                hint="wait until it finishes: a store has one writer at a time. If no such "
+                f"process runs (a lock left on a network disk), delete {self.path / '.lock'}",
+            )
 
     @contextlib.contextmanager
     def _writing(self) -> Any:
-        """Hold the write lock for a block; release it after unless it was held before."""
-        had_lock = self._lock_fd is not None
+        """Hold the write lock for a block (re-reading the store when newly taken)."""
+        had_lock = self._lock.held
         self._acquire_writer()
         try:
+            if not had_lock:
+                self.refresh()
             yield
         finally:
             if not had_lock:
@@ -357,70 +439,181 @@ class ActivationStore:
     # ---------------------------------------------------------------- opening / validation
 
     def refresh(self, verify: bool = False) -> None:
-        """Re-read the manifest and re-validate every chunk (see the module docstring)."""
+        """Re-read the manifest and re-validate every chunk.
+
+        A reader only reads; a writer (this object holds the lock) also repairs: damaged and
+        orphaned chunk files are moved to ``quarantine/``, an interrupted compaction is finished,
+        a lost manifest is written back.
+
+        Args:
+            verify: hash every chunk file now (ignoring the checksum cache).
+        """
+        repair = self._lock.held
+        if repair:
+            self._finish_interrupted_compact()
+        self._data_dir = self._pick_data_dir()
+        self._read_manifest(repair=repair)
+        self._scan(verify=verify, repair=repair)
+        if repair and self.manifest is not None and (self.manifest_rebuilt or self._dirty):
+            self.manifest["counts"] = self._counts()
+            self.manifest["chunks"] = self._chunk_list()
+            self._write_manifest()
+            if self.manifest_rebuilt:
+                logger.warning("wrote the rebuilt manifest of %s", self.path)
+                self.manifest_rebuilt = False
+
+    def _pick_data_dir(self) -> Path:
+        """``chunks/``, or ``chunks.new/`` while a compaction is between its two renames."""
+        new = self.path / "chunks.new"
+        if not self.chunk_dir.exists() and new.is_dir() and (new / "COMPLETE").is_file():
+            return new
+        return self.chunk_dir
+
+    def _read_manifest(self, repair: bool) -> None:
+        """Read manifest.json. Unreadable: a reader records the error (reads raise it), a writer
+        moves the file to quarantine/ and rebuilds the manifest from the sidecars."""
         manifest_path = self.path / "manifest.json"
         self.manifest = None
+        self.manifest_rebuilt = False
+        self._orphaned = None
+        self._manifest_error = None
         if manifest_path.is_file():
-            self.manifest = json.loads(manifest_path.read_text())
-            if self.manifest.get("format") != STORE_FORMAT:
-                raise StoreMismatchError(
-                    f"{manifest_path}: store format {self.manifest.get('format')!r}, this "
-                    f"library reads format {STORE_FORMAT}"
+            try:
+                manifest = loads_json(manifest_path.read_text(encoding="utf-8"))
+                if not isinstance(manifest, dict) or not set(_CORE) <= set(manifest):
+                    raise ValueError("not a store manifest")
+            except (OSError, ValueError) as err:
+                if repair:
+                    self._quarantine([manifest_path], f"unreadable manifest ({err})")
+                    self._rebuild_manifest_from_sidecars()
+                    return
+                self._manifest_error = StoreError(
+                    f"manifest.json is unreadable ({type(err).__name__}: {str(err)[:80]})",
+                    file=manifest_path,
+                    hint=f"run `hneuron-lens store {self.path} --repair`: it moves the file to "
+                    "quarantine/ and rebuilds the manifest from the chunk sidecars",
                 )
-        self._finish_interrupted_compact()
-        had_lock = self._lock_fd is not None
-        can_repair = self.path.is_dir() and self._try_lock()
-        try:
-            self._scan(verify=verify, repair=can_repair)
-        finally:
-            if can_repair and not had_lock:
-                self._unlock()
+                return
+            if manifest.get("format") != STORE_FORMAT:
+                self._manifest_error = StoreError(
+                    f"store format {manifest.get('format')!r}; this library reads format "
+                    f"{STORE_FORMAT}",
+                    file=manifest_path,
+                    hint="open it with the hneuron_lens version that wrote it "
+                    f"({manifest.get('library_version', '?')})",
+                )
+                return
+            self.manifest = manifest
+            return
+        self._rebuild_manifest_from_sidecars()
+
+    def _sidecar_paths(self) -> list[Path]:
+        if not self._data_dir.is_dir():
+            return []
+        return sorted(
+            p for p in self._data_dir.glob("*.json") if p.name[:5].isdigit() and p.stem.isdigit()
+        )
+
+    def _rebuild_manifest_from_sidecars(self) -> None:
+        """No manifest.json: rebuild it in memory from the sidecars' copies, if they agree."""
+        sidecars = []
+        for p in self._sidecar_paths():
+            with contextlib.suppress(OSError, ValueError):
+                sc = loads_json(p.read_text(encoding="utf-8"))
+                if isinstance(sc, dict):
+                    sidecars.append(sc)
+        if not sidecars:
+            return
+        cores = {sha256_json(sc["manifest"]): sc["manifest"] for sc in sidecars if "manifest" in sc}
+        n_old = sum("manifest" not in sc for sc in sidecars)
+        if len(cores) == 1 and not n_old:
+            core = next(iter(cores.values()))
+            self.manifest = {
+                "format": STORE_FORMAT,
+                **{k: core[k] for k in _CORE},
+                "library_version": core.get("library_version", library_version()),
+                "created": core.get("created"),
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "counts": {},
+            }
+            self.manifest_rebuilt = True
+            logger.warning(
+                "%s has no manifest.json: rebuilt it from %d chunk sidecars%s",
+                self.path,
+                len(sidecars),
+                ""
+                if self._lock.held
+                else " (in memory; the next writer, or "
+                f"`hneuron-lens store {self.path} --repair`, writes it back)",
+            )
+            return
+        if len(cores) > 1:
+            self._orphaned = (
+                f"manifest.json is missing and the {len(sidecars)} chunk sidecars disagree on the "
+                f"fingerprint ({len(cores)} different ones)"
+            )
+        else:
+            self._orphaned = (
+                f"manifest.json is missing and {n_old} of {len(sidecars)} chunk sidecars "
+                "(written by hneuron_lens 0.1.0) carry only the fingerprint's hash"
+            )
 
     def _finish_interrupted_compact(self) -> None:
+        """Writers only: finish (or roll back) a compaction that was interrupted."""
         new, old = self.path / "chunks.new", self.path / "chunks.old"
         if new.is_dir() and (new / "COMPLETE").is_file() and not self.chunk_dir.exists():
             os.replace(new, self.chunk_dir)
+            logger.warning("%s: finished an interrupted compaction", self.path)
         if old.is_dir() and self.chunk_dir.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old)  # the pre-compaction chunks, superseded by a complete new set
         if new.is_dir() and not (new / "COMPLETE").is_file():
-            shutil.rmtree(new, ignore_errors=True)
+            shutil.rmtree(new)  # a compaction's own partial output
         with contextlib.suppress(OSError):
             (self.chunk_dir / "COMPLETE").unlink()
 
-    def _quarantine(self, paths: Iterable[Path], reason: str, repair: bool) -> None:
+    def _quarantine(self, paths: Iterable[Path], reason: str) -> None:
+        """Move ``paths`` to ``quarantine/`` under names that never replace an earlier file."""
         paths = [p for p in paths if p.exists()]
-        if not repair or not paths:
+        if not paths:
             return
         qdir = self.path / "quarantine"
         qdir.mkdir(exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for p in paths:
-            os.replace(p, qdir / f"{stamp}.{p.name}")
+            target = qdir / f"{stamp}.{p.name}"
+            k = 1
+            while target.exists():
+                target = qdir / f"{stamp}-{k}.{p.name}"
+                k += 1
+            os.replace(p, target)
+        fsync_dir(qdir)
+        self._dirty = True
         logger.warning("moved %s to %s (%s)", [p.name for p in paths], qdir, reason)
 
     def _scan(self, verify: bool, repair: bool) -> None:
-        self._chunks, self._rows = [], {}
-        if not self.chunk_dir.is_dir():
+        self._chunks, self._rows, self.problems = [], {}, []
+        self._verified = {}
+        if not self._data_dir.is_dir() or self.manifest is None:
+            no_reason = self._orphaned is None and self._manifest_error is None
+            if no_reason and self._data_dir.is_dir() and self._sidecar_paths():
+                self._orphaned = "manifest.json is missing and no chunk sidecar is readable"
             return
-        fp_hash = sha256_json(self.manifest["fingerprint"]) if self.manifest else None
+        fp_hash = sha256_json(self.manifest["fingerprint"])
         marker = self.path / "writing.json"
         full_from: int | None = 0 if verify else None
-        if marker.is_file():
+        if repair and marker.is_file() and not self._session_marker:
             try:
                 first = int(json.loads(marker.read_text())["first_chunk"])
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, TypeError):
                 first = 0
-            if repair:  # the writer that left it is gone (we hold the lock)
-                logger.warning(
-                    "store %s was not closed cleanly: checking chunks >= %d in full",
-                    self.path,
-                    first,
-                )
-                full_from = first if full_from is None else min(full_from, first)
+            logger.warning(
+                "store %s was not closed cleanly: checking chunks >= %d in full", self.path, first
+            )
+            full_from = first if full_from is None else min(full_from, first)
         by_index: dict[int, list[Path]] = {}
-        for p in self.chunk_dir.iterdir():
+        for p in self._data_dir.iterdir():
             if p.name.endswith(".tmp"):
-                if repair:
+                if repair:  # this library's own unfinished temp file (mkstemp name)
                     p.unlink(missing_ok=True)
                 continue
             head = p.name.split(".", 1)[0]
@@ -428,43 +621,58 @@ class ActivationStore:
                 by_index.setdefault(int(head), []).append(p)
         for index in sorted(by_index):
             paths = by_index[index]
-            sidecar_path = self.chunk_dir / f"{index:05d}.json"
+            sidecar_path = self._data_dir / f"{index:05d}.json"
             if sidecar_path not in paths:
                 if repair:
-                    logger.warning(
-                        "chunk %05d in %s has no sidecar (interrupted write): deleting %s",
-                        index,
-                        self.chunk_dir,
-                        [p.name for p in paths],
-                    )
-                    for p in paths:
-                        p.unlink(missing_ok=True)
-                continue
-            check_hash = full_from is not None and index >= full_from
-            problem, chunk = self._check_chunk(index, sidecar_path, fp_hash, check_hash)
+                    self._quarantine(paths, "data files without a sidecar: an interrupted write")
+                continue  # a reader: a write in progress, or one killed before its sidecar
+            # readers hash what they read (later); a writer hashes every chunk the checksum
+            # cache does not vouch for, so it never builds on (or keeps) damaged bytes
+            if full_from is not None and index >= full_from:
+                hash_mode = "all"
+            else:
+                hash_mode = "unvouched" if repair else "none"
+            problem, chunk = self._check_chunk(index, sidecar_path, fp_hash, hash_mode)
+            if problem is None and chunk is not None:
+                dup = [i for i in chunk.sidecar["ids"] if i in self._rows]
+                if dup:
+                    problem = f"{len(dup)} ids already stored in an earlier chunk (e.g. {dup[0]!r})"
             if problem is not None:
                 logger.warning("chunk %s is invalid: %s", sidecar_path, problem)
-                self._quarantine(paths, problem, repair)
+                if repair:
+                    self._quarantine(paths, problem)
+                else:
+                    self.problems.append(f"{sidecar_path.name}: {problem}")
                 continue
             assert chunk is not None
-            dup = [i for i in chunk.sidecar["ids"] if i in self._rows]
-            if dup:
-                problem = f"{len(dup)} ids already stored in an earlier chunk (e.g. {dup[0]!r})"
-                logger.warning("chunk %s is invalid: %s", sidecar_path, problem)
-                self._quarantine(paths, problem, repair)
-                continue
             pos = len(self._chunks)
             self._chunks.append(chunk)
             for row, sid in enumerate(chunk.sidecar["ids"]):
                 self._rows[sid] = (pos, row)
-        if marker.is_file() and repair and self._lock_fd is not None and not self._session_marker:
+        if not self.problems and not repair:
+            self._check_chunk_list()
+        if marker.is_file() and repair and not self._session_marker:
             marker.unlink(missing_ok=True)
 
+    def _check_chunk_list(self) -> None:
+        """Chunks the manifest lists but that are gone are a problem (never silently fewer rows)."""
+        assert self.manifest is not None
+        have = {c.index: c.rows for c in self._chunks}
+        for index, rows in self.manifest.get("chunks") or []:
+            if have.get(int(index)) != int(rows):
+                self.problems.append(
+                    f"{int(index):05d}.json: listed in manifest.json with {rows} rows, "
+                    + ("missing" if int(index) not in have else f"found {have[int(index)]} rows")
+                )
+
     def _check_chunk(
-        self, index: int, sidecar_path: Path, fp_hash: str | None, check_hash: bool
+        self, index: int, sidecar_path: Path, fp_hash: str | None, hash_mode: str
     ) -> tuple[str | None, _Chunk | None]:
+        """Validate one chunk: sidecar, sizes, ``.npy`` headers, and its data files' sha256
+        (``hash_mode``: ``"none"``, ``"unvouched"`` (unless the checksum cache vouches), ``"all"``).
+        Returns ``(problem, None)`` or ``(None, chunk)``."""
         try:
-            sc = json.loads(sidecar_path.read_text())
+            sc = loads_json(sidecar_path.read_text(encoding="utf-8"))
             rows = int(sc["rows"])
             n_features = int(sc["n_features"])
             files = sc["files"]
@@ -474,9 +682,8 @@ class ActivationStore:
                 if len(sc[key]) != rows:
                     return f"sidecar field {key!r} has {len(sc[key])} entries, rows={rows}", None
         except (OSError, ValueError, KeyError, TypeError) as err:
-            return f"unreadable sidecar ({err})", None
-        if self.manifest is None:
-            return "store has no manifest", None
+            return f"unreadable sidecar ({type(err).__name__}: {str(err)[:80]})", None
+        assert self.manifest is not None
         if fp_hash is not None and sc.get("fingerprint_sha256") != fp_hash:
             return "written for a different fingerprint", None
         if sorted(files) != sorted(self.manifest["regions"]):
@@ -485,7 +692,7 @@ class ActivationStore:
             return f"n_features {n_features} != layout", None
         paths: dict[str, Path] = {}
         for region, meta in files.items():
-            p = self.chunk_dir / meta["name"]
+            p = sidecar_path.parent / meta["name"]
             if not p.is_file():
                 return f"missing data file {p.name}", None
             size = p.stat().st_size
@@ -499,17 +706,122 @@ class ActivationStore:
                 return f"{p.name}: shape {shape} {dtype}, expected ({rows}, {n_features})", None
             if offset + rows * n_features * dtype.itemsize != size:
                 return f"{p.name}: size does not match its header", None
-            if check_hash and _file_sha256(p) != meta["sha256"]:
-                return f"{p.name}: sha256 mismatch", None
+            vouched = hash_mode == "unvouched" and self._cache_vouches(
+                p.name, p.stat(), meta["sha256"]
+            )
+            if hash_mode == "all" or (hash_mode == "unvouched" and not vouched):
+                hashed_at = time.time_ns()
+                if file_sha256(p) != meta["sha256"]:
+                    return (
+                        f"{p.name}: sha256 mismatch (the bytes changed after they were written)",
+                        None,
+                    )
+                st = p.stat()
+                self._verified[p.name] = (st.st_size, st.st_mtime_ns, meta["sha256"], hashed_at)
             paths[region] = p
         return None, _Chunk(index=index, sidecar=sc, files=paths)
 
+    # ---------------------------------------------------------------- integrity of reads
+
+    def check(self) -> None:
+        """Raise what a read would raise now: no store here, a lost or unreadable manifest, or
+        damaged chunks (:class:`StoreCorruptError`). Checksums are checked by the reads."""
+        self._check_readable()
+
+    def _check_readable(self) -> None:
+        self._require_manifest()
+        if self.problems:
+            more = f" and {len(self.problems) - 1} more" if len(self.problems) > 1 else ""
+            raise StoreCorruptError(
+                f"damaged chunk {self.problems[0]}{more}",
+                file=self.path,
+                hint=f"run `hneuron-lens store {self.path} --repair` to move damaged chunks to "
+                "quarantine/, then rerun `hneuron-lens extract` with the same data to recompute "
+                "their samples",
+            )
+
+    def _cache_vouches(self, name: str, st: os.stat_result, sha: str) -> bool:
+        """The manifest's checksum cache, or this object's own hashing, vouches for a file."""
+        entry = ((self.manifest or {}).get("verified") or {}).get(name)
+        if entry and list(entry) == [st.st_size, st.st_mtime_ns, sha]:
+            return True
+        mine = self._verified.get(name)
+        return (
+            mine is not None
+            and mine[:3] == (st.st_size, st.st_mtime_ns, sha)
+            and mine[3] - st.st_mtime_ns >= RACY_SECONDS * 1e9
+        )
+
+    def _verify_chunk(self, chunk: _Chunk) -> None:
+        """Check every data file of ``chunk`` against its sha256 (at most once per open)."""
+        for region, path in chunk.files.items():
+            sha = chunk.sidecar["files"][region]["sha256"]
+            try:
+                st = path.stat()
+            except OSError as err:
+                raise StoreCorruptError(
+                    f"chunk file {path.name} disappeared ({err.strerror})",
+                    file=path,
+                    hint="another process changed the store: open it again",
+                ) from None
+            if self._cache_vouches(path.name, st, sha):
+                continue
+            hashed_at = time.time_ns()
+            if file_sha256(path) != sha:
+                raise StoreCorruptError(
+                    f"chunk file {path.name} does not match the sha256 recorded when it was "
+                    f"written: its {chunk.rows} samples cannot be trusted",
+                    file=path,
+                    hint=f"run `hneuron-lens store {self.path} --repair` to move it to "
+                    "quarantine/, then rerun `hneuron-lens extract` with the same data to "
+                    f"recompute those samples (ids in {chunk.index:05d}.json)",
+                )
+            self._verified[path.name] = (st.st_size, st.st_mtime_ns, sha, hashed_at)
+
+    def _verify_rows(self, ids: Sequence[str]) -> None:
+        for pos in sorted({self._rows[i][0] for i in ids}):
+            self._verify_chunk(self._chunks[pos])
+
     def verify(self) -> list[str]:
-        """Check every chunk's full sha256 now; return the problems found (and quarantine them)."""
-        before = {c.index for c in self._chunks}
+        """Hash every chunk file now (ignoring the cache); return the problems found.
+
+        Read-only: damaged chunks are reported, not moved (:meth:`repair` moves them).
+        """
         self.refresh(verify=True)
-        after = {c.index for c in self._chunks}
-        return [f"chunk {i:05d} failed verification" for i in sorted(before - after)]
+        return list(self.problems) + ([self._orphaned] if self._orphaned else [])
+
+    def repair(self) -> list[str]:
+        """Take the lock, hash every chunk, move damaged ones to ``quarantine/``, and write the
+        manifest back (rebuilt from the sidecars when it was lost). Returns what was done.
+
+        Raises:
+            StoreBusyError: another process is writing.
+            StoreError: the manifest is lost and cannot be rebuilt (see the message).
+        """
+        if self.manifest is None and self._manifest_error is None and not self._orphaned:
+            self._require_manifest()  # raises: nothing here to repair
+        qdir = self.path / "quarantine"
+        before = set(qdir.iterdir()) if qdir.is_dir() else set()
+        had_lock = self._lock.held
+        self._acquire_writer()
+        try:
+            rebuilt = self.manifest_rebuilt or self._manifest_error is not None
+            self.refresh(verify=True)
+            if self._orphaned:
+                raise StoreError(self._orphaned, file=self.path, hint=self._recovery_hint())
+            if self.manifest is not None:
+                self._record_verified()
+                self.manifest["counts"] = self._counts()
+                self.manifest["chunks"] = self._chunk_list()
+                self._write_manifest()
+        finally:
+            if not had_lock:
+                self._unlock()
+        after = set(qdir.iterdir()) if qdir.is_dir() else set()
+        done = [f"moved {p.name} to quarantine/" for p in sorted(after - before)]
+        if rebuilt and self.manifest is not None:
+            done.append("rebuilt manifest.json from the chunk sidecars")
+        return done
 
     # ---------------------------------------------------------------- manifest
 
@@ -521,20 +833,40 @@ class ActivationStore:
         regions: Sequence[str],
         overwrite: bool = False,
     ) -> None:
-        """Bind the store to ``fingerprint``: create it, accept it, or refuse it.
+        """Start a write session: take the lock, then create, accept or refuse the store.
+
+        The lock is held until :meth:`close` (also when this raises, it is released).
 
         Args:
-            fingerprint: what the features depend on (see :func:`build_fingerprint`).
+            fingerprint: what the features depend on (see
+                :func:`~hneuron_lens.extract.build_fingerprint`).
             layout: the model's neuron layout.
             regions: the region names every sample will have.
-            overwrite: delete an existing store written for a different fingerprint, layout,
-                regions or dtype instead of raising.
+            overwrite: replace an existing store written for a different fingerprint, layout,
+                regions or dtype instead of raising (its chunks and manifest are deleted; other
+                files in the directory, ``quarantine/`` included, are left alone).
 
         Raises:
+            StoreBusyError: another process is writing to the store.
             StoreMismatchError: the store holds data for something else; the message names
                 every field that differs.
+            OutputError: the directory holds something other than an activation store.
         """
         regions = list(regions)
+        if not check_output_dir(self.path, KIND, resume=True, option="store"):
+            self.path.mkdir(parents=True, exist_ok=True)  # missing or empty: mark it first
+            write_marker(self.path, KIND)
+        self._acquire_writer()
+        try:
+            self.refresh()
+            self._open_for(fingerprint, layout, regions, overwrite)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _open_for(
+        self, fingerprint: dict[str, Any], layout: NeuronLayout, regions: list[str], overwrite: bool
+    ) -> None:
         dtype = self._requested_dtype or (self.manifest or {}).get("dtype") or "float16"
         wanted = {
             "fingerprint": to_jsonable(fingerprint),
@@ -542,25 +874,35 @@ class ActivationStore:
             "regions": regions,
             "dtype": dtype,
         }
+        if self._manifest_error is not None and not overwrite:
+            raise self._manifest_error  # e.g. a store of a newer format: never replaced silently
+        if self.manifest is None and self._orphaned and not overwrite:
+            self._adopt_orphaned_chunks(wanted)
         if self.manifest is not None:
             have = {k: self.manifest.get(k) for k in wanted}
             diff = fingerprint_diff(have, wanted)
             if not diff:
+                if not (self.path / "manifest.json").is_file():
+                    self._write_manifest()
+                self._ensure_marker()
                 return
             if not overwrite:
                 raise StoreMismatchError(
-                    f"store {self.path} was written for different inputs:\n  "
-                    + "\n  ".join(diff)
-                    + "\nUse another store directory, or overwrite=True to discard it."
+                    "store was written for different inputs: " + "; ".join(diff),
+                    file=self.path,
+                    hint="use another store directory, or --overwrite (overwrite=True) to "
+                    "replace it",
                 )
             logger.warning("overwriting store %s: %s", self.path, "; ".join(diff))
-        self._acquire_writer()
-        if self.manifest is not None or self.chunk_dir.exists():
-            self._buffer.clear()
-            for name in ("chunks", "chunks.new", "chunks.old", "quarantine"):
-                shutil.rmtree(self.path / name, ignore_errors=True)
-            (self.path / "writing.json").unlink(missing_ok=True)
+        self._buffer.clear()
+        if overwrite:  # the user asked to replace a store: its chunks and manifest go
+            for name in ("chunks", "chunks.new", "chunks.old"):
+                if (self.path / name).exists():
+                    shutil.rmtree(self.path / name)
             (self.path / "manifest.json").unlink(missing_ok=True)
+        elif self.chunk_dir.is_dir():  # no manifest, no sidecar: leftovers are moved, not deleted
+            self._quarantine(sorted(self.chunk_dir.iterdir()), "files of a store without manifest")
+        (self.path / "writing.json").unlink(missing_ok=True)
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.manifest = {
             "format": STORE_FORMAT,
@@ -569,10 +911,61 @@ class ActivationStore:
             "created": now,
             "updated": now,
             "counts": {},
+            "chunks": [],
         }
+        self._orphaned = None
+        self._ensure_marker()
         self._write_manifest()
         self.chunk_dir.mkdir(parents=True, exist_ok=True)
-        self._chunks, self._rows = [], {}
+        self._data_dir = self.chunk_dir
+        self._chunks, self._rows, self.problems = [], {}, []
+
+    def _adopt_orphaned_chunks(self, wanted: dict[str, Any]) -> None:
+        """Manifest lost, old sidecars: rebuild it from ``wanted`` when the chunks match it."""
+        fp_hash = sha256_json(wanted["fingerprint"])
+        n_features = NeuronLayout.from_dict(wanted["layout"]).n_features
+        bad = []
+        for p in self._sidecar_paths():
+            try:
+                sc = loads_json(p.read_text(encoding="utf-8"))
+                ok = (
+                    sc.get("fingerprint_sha256") == fp_hash
+                    and sc.get("dtype") == wanted["dtype"]
+                    and sorted(sc.get("files", {})) == sorted(wanted["regions"])
+                    and int(sc.get("n_features", -1)) == n_features
+                )
+            except (OSError, ValueError, TypeError):
+                ok = False
+            if not ok:
+                bad.append(p.name)
+        if bad:
+            raise StoreMismatchError(
+                f"{self._orphaned}, and {len(bad)} of them (e.g. {bad[0]}) were not written for "
+                "this model / configuration / dtype",
+                file=self.path,
+                hint="rerun extract with the model, options and --store-dtype that wrote them, "
+                "or use another store directory (nothing was changed)",
+            )
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.manifest = {
+            "format": STORE_FORMAT,
+            **wanted,
+            "library_version": library_version(),
+            "created": now,
+            "updated": now,
+            "counts": {},
+            "chunks": [],
+        }
+        self._orphaned = None
+        logger.warning("%s: rebuilt the lost manifest.json from this run's fingerprint", self.path)
+        self._write_manifest()
+        self.refresh()
+
+    def _ensure_marker(self) -> None:
+        from hneuron_lens.io import MARKER
+
+        if not (self.path / MARKER).is_file():
+            write_marker(self.path, KIND)
 
     def _write_manifest(self) -> None:
         assert self.manifest is not None
@@ -594,6 +987,32 @@ class ActivationStore:
             "by_label": by_label,
         }
 
+    def _chunk_list(self) -> list[list[int]]:
+        return [[c.index, c.rows] for c in self._chunks]
+
+    def _record_verified(self) -> None:
+        """Writers: cache the checksums of chunk files that are old enough (module docstring).
+
+        Files the cache or this object's hashing already vouch for are not hashed again.
+        """
+        assert self.manifest is not None and self._lock.held
+        cache: dict[str, list[Any]] = {}
+        for chunk in self._chunks:
+            for region, path in chunk.files.items():
+                sha = chunk.sidecar["files"][region]["sha256"]
+                st = path.stat()
+                entry = [st.st_size, st.st_mtime_ns, sha]
+                if self._cache_vouches(path.name, st, sha):
+                    cache[path.name] = entry
+                    continue
+                hashed_at = time.time_ns()
+                if hashed_at - st.st_mtime_ns < RACY_SECONDS * 1e9:
+                    continue  # racy: too new to vouch for; a reader hashes it
+                if file_sha256(path) == sha and path.stat().st_mtime_ns == st.st_mtime_ns:
+                    cache[path.name] = entry
+                    self._verified[path.name] = (*entry, hashed_at)  # type: ignore[assignment]
+        self.manifest["verified"] = cache
+
     # ---------------------------------------------------------------- writing
 
     def write_batch(
@@ -601,22 +1020,30 @@ class ActivationStore:
         ids: Sequence[str],
         labels: Sequence[int] | np.ndarray,
         splits: Sequence[str | None] | None,
-        features: dict[str, np.ndarray | torch.Tensor],
+        features: dict[str, Any],
         sample_hashes: Sequence[str | None] | None = None,
     ) -> None:
         """Buffer rows and write a chunk each time ``chunk_size`` rows are buffered.
+
+        Takes the write lock if this object does not hold it yet (and then re-reads the store,
+        so the id check below sees every sample another writer added).
 
         Args:
             ids: sample ids, new to this store and unique.
             labels: 0 (faithful) / 1 (hallucinated) per sample.
             splits: split name per sample (``None`` entries or ``None``: no split).
             features: ``{region: [n, n_features]}`` for every region of the store; a
-                ``[n, n_layers, max_d_mlp]`` tensor is flattened with the layout.
-            sample_hashes: content hash per sample (:func:`sample_sha256`), if known.
+                ``[n, n_layers, max_d_mlp]`` array or tensor is flattened with the layout.
+            sample_hashes: content hash per sample (:func:`~hneuron_lens.extract.sample_sha256`),
+                if known.
 
         Call :meth:`flush` or :meth:`close` to write the last partial chunk.
         """
         manifest = self._require_manifest()
+        if not self._lock.held:
+            self._acquire_writer()
+            self.refresh()
+            manifest = self._require_manifest()
         n = len(ids)
         ids = [str(i) for i in ids]
         labels_arr = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -639,19 +1066,16 @@ class ActivationStore:
         layout = self.layout
         arrays: dict[str, np.ndarray] = {}
         for region, x in features.items():
-            if isinstance(x, torch.Tensor):
-                if x.ndim == 3:
-                    x = layout.flatten(x)
-                x = x.detach().to("cpu", torch.float32).numpy()
+            if hasattr(x, "detach"):  # a torch tensor
+                x = x.detach().to("cpu").float().numpy()
             x = np.asarray(x)
             if x.ndim == 3:
-                x = layout.flatten(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+                x = np.concatenate([x[:, layer, :d] for layer, d in enumerate(layout.d_mlp)], 1)
             if x.shape != (n, layout.n_features):
                 raise ValueError(
                     f"region {region!r}: shape {x.shape} != ({n}, {layout.n_features})"
                 )
             arrays[region] = _to_dtype(x, np.dtype(manifest["dtype"]))
-        self._acquire_writer()
         for i, sid in enumerate(ids):
             self._buffer.append(
                 {
@@ -673,11 +1097,14 @@ class ActivationStore:
             self._buffer = []
 
     def close(self) -> None:
-        """Flush, update the manifest's counts, drop the write lock. Reads keep working."""
+        """End the write session: flush, write the manifest (counts, chunk list, checksum
+        cache), drop the lock. Reads keep working; a reader's close does nothing."""
         try:
             self.flush()
-            if self._lock_fd is not None and self.manifest is not None:
+            if self._lock.held and self.manifest is not None:
+                self._record_verified()
                 self.manifest["counts"] = self._counts()
+                self.manifest["chunks"] = self._chunk_list()
                 self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
                 self._write_manifest()
             if self._session_marker:
@@ -697,6 +1124,7 @@ class ActivationStore:
 
     def _write_chunk(self, rows: list[dict[str, Any]], directory: Path | None = None) -> None:
         manifest = self._require_manifest()
+        assert self._lock.held, "chunks are written under the lock"
         directory = directory or self.chunk_dir
         directory.mkdir(parents=True, exist_ok=True)
         index = self._next_index()
@@ -726,6 +1154,10 @@ class ActivationStore:
     ) -> None:
         manifest = self._require_manifest()
         fsync_dir(directory)
+        core = {k: manifest[k] for k in _CORE}
+        core.update(
+            library_version=manifest.get("library_version"), created=manifest.get("created")
+        )
         sidecar = {
             "format": STORE_FORMAT,
             "chunk": index,
@@ -739,6 +1171,7 @@ class ActivationStore:
             "splits": [r["split"] for r in rows],
             "sample_sha256": [r["sha256"] for r in rows],
             "written": time.time(),
+            "manifest": core,
         }
         sidecar_path = directory / f"{index:05d}.json"
         atomic_write_text(sidecar_path, json.dumps(sidecar))
@@ -752,6 +1185,14 @@ class ActivationStore:
             self._chunks.append(chunk)
             for row, r in enumerate(rows):
                 self._rows[r["id"]] = (pos, row)
+            for m in files.values():  # hashed from the bytes written (racy until 2 s later)
+                st = (directory / m["name"]).stat()
+                self._verified[m["name"]] = (
+                    st.st_size,
+                    st.st_mtime_ns,
+                    m["sha256"],
+                    st.st_mtime_ns,
+                )
 
     # ---------------------------------------------------------------- reading
 
@@ -764,8 +1205,8 @@ class ActivationStore:
         return [i for i in self.ids if self._meta(i)["split"] == split]
 
     def _gather(self, region: str, ids: list[str], columns: slice | np.ndarray) -> np.ndarray:
-        """Rows ``ids`` (in that order) of ``region``: a memmap view when they are one chunk's
-        consecutive rows and ``columns`` is a slice, else a copy in RAM."""
+        """Rows ``ids`` (in that order) of ``region``, checksum-verified: a memmap view when
+        they are one chunk's consecutive rows and ``columns`` is a slice, else a copy in RAM."""
         if region not in self.regions:
             raise KeyError(f"region {region!r} not in this store; have {list(self.regions)}")
         n_cols = (
@@ -775,6 +1216,7 @@ class ActivationStore:
         )
         if not ids:
             return np.empty((0, n_cols), dtype=self.dtype)
+        self._verify_rows(ids)
         locs = [self._rows[i] for i in ids]
         pos0, row0 = locs[0]
         if all(p == pos0 for p, _ in locs) and all(r == row0 + k for k, (_, r) in enumerate(locs)):
@@ -832,7 +1274,11 @@ class ActivationStore:
             ``(X [n, n_selected_features], y [n] int8, ids)``. ``X`` is a read-only memory map
             when the rows are one chunk's (after :meth:`compact`) and ``layers`` is ``None`` or
             a contiguous range; otherwise an in-memory copy.
+
+        Raises:
+            StoreCorruptError: a chunk read is damaged (see the message for the fix).
         """
+        self._check_readable()
         ids = self._select(_ALL if split is None else split)
         x = self._gather(region, ids, self._columns(layers))
         y = np.asarray([self._meta(i)["label"] for i in ids], dtype=np.int8)
@@ -841,12 +1287,22 @@ class ActivationStore:
     def split(self, name: str | None) -> FeatureSplit:
         """All regions of one split (``None``: samples without a split) as a FeatureSplit.
 
-        Rows are sorted by id. After :meth:`compact` every region is a read-only memory map.
+        Rows are sorted by id and checksum-verified. After :meth:`compact` every region is a
+        read-only memory map.
+
+        Raises:
+            MissingSplitError: no sample has this split.
+            StoreCorruptError: a chunk read is damaged (see the message for the fix).
         """
+        self._check_readable()
         ids = self._select(name)
         if not ids:
             have = sorted({str(s) for s in self.splits})
-            raise KeyError(f"split {name!r} has no samples in {self.path}; splits: {have}")
+            raise MissingSplitError(
+                f"split {name!r} has no samples (splits here: {', '.join(have) or 'none'})",
+                file=self.path,
+                hint="check the split name, or extract samples with that split",
+            )
         cols = self._columns(None)
         feats = {r: self._gather(r, ids, cols) for r in self.regions}
         labels = np.asarray([self._meta(i)["label"] for i in ids], dtype=np.int8)
@@ -866,8 +1322,8 @@ class ActivationStore:
     def info(self) -> dict[str, Any]:
         """Counts, sizes and provenance: a JSON-able summary."""
         size = 0
-        if self.chunk_dir.is_dir():
-            size = sum(p.stat().st_size for p in self.chunk_dir.iterdir() if p.is_file())
+        if self._data_dir.is_dir():
+            size = sum(p.stat().st_size for p in self._data_dir.iterdir() if p.is_file())
         out: dict[str, Any] = {
             "path": str(self.path),
             "dtype": self.dtype,
@@ -875,6 +1331,7 @@ class ActivationStore:
             **self._counts(),
             "dataset_sha256": sha256_json(sorted(self._meta(i)["sha256"] or i for i in self._rows)),
             "compacted": self._is_compacted(),
+            "problems": list(self.problems),
         }
         if self.manifest is not None:
             fp = self.manifest["fingerprint"]
@@ -902,21 +1359,23 @@ class ActivationStore:
     def compact(self) -> None:
         """Rewrite the store as one chunk per split, rows sorted by id (crash-safe).
 
-        Afterwards :meth:`split` and :meth:`features` return memory maps without copying. The
-        new chunks are built in ``chunks.new/`` row block by row block (never a whole split in
-        RAM), then swapped in with two renames; an interrupted compaction is finished or rolled
-        back on the next open.
+        Afterwards :meth:`split` and :meth:`features` return memory maps without copying. Every
+        row is checksum-verified before it is copied (a damaged chunk stops the compaction, it
+        is never laundered into a new checksum). The new chunks are built in ``chunks.new/`` row
+        block by row block (never a whole split in RAM), then swapped in with two renames; an
+        interrupted compaction is finished or rolled back by the next writer.
         """
         self.flush()
-        if self._is_compacted():
-            return
         with self._writing():
-            self._compact()
+            self._check_readable()
+            if not self._is_compacted():
+                self._compact()
 
     def _compact(self) -> None:
         manifest = self._require_manifest()
         new_dir = self.path / "chunks.new"
-        shutil.rmtree(new_dir, ignore_errors=True)
+        if new_dir.exists():
+            shutil.rmtree(new_dir)
         new_dir.mkdir(parents=True)
         dtype = np.dtype(manifest["dtype"])
         n_features = self.layout.n_features
@@ -944,7 +1403,7 @@ class ActivationStore:
                 files[region] = {
                     "name": path.name,
                     "bytes": path.stat().st_size,
-                    "sha256": _file_sha256(path),
+                    "sha256": file_sha256(path),
                 }
             rows = [{"id": sid, **self._meta(sid)} for sid in ids]
             self._write_sidecar(new_dir, index, rows, files)
@@ -953,10 +1412,11 @@ class ActivationStore:
         os.replace(self.chunk_dir, self.path / "chunks.old")
         os.replace(new_dir, self.chunk_dir)
         fsync_dir(self.path)
-        shutil.rmtree(self.path / "chunks.old", ignore_errors=True)
+        shutil.rmtree(self.path / "chunks.old")
         (self.chunk_dir / "COMPLETE").unlink(missing_ok=True)
         self.refresh()
         self.manifest["counts"] = self._counts()  # type: ignore[index]
+        self.manifest["chunks"] = self._chunk_list()  # type: ignore[index]
         self._write_manifest()
 
     def assign_splits(self, splits: dict[str, str | None]) -> int:
@@ -966,20 +1426,19 @@ class ActivationStore:
             The number of samples whose split changed.
         """
         self.flush()
-        changed_chunks: dict[int, dict[str, Any]] = {}
-        n = 0
-        for sid, split in splits.items():
-            if sid not in self._rows:
-                continue
-            pos, row = self._rows[sid]
-            sc = self._chunks[pos].sidecar
-            if sc["splits"][row] != split:
-                sc["splits"][row] = split
-                changed_chunks[pos] = sc
-                n += 1
-        if changed_chunks:
-            with self._writing():
-                for pos, sc in changed_chunks.items():
-                    path = self.chunk_dir / f"{self._chunks[pos].index:05d}.json"
-                    atomic_write_text(path, json.dumps(sc))
+        with self._writing():
+            changed_chunks: dict[int, dict[str, Any]] = {}
+            n = 0
+            for sid, split in splits.items():
+                if sid not in self._rows:
+                    continue
+                pos, row = self._rows[sid]
+                sc = self._chunks[pos].sidecar
+                if sc["splits"][row] != split:
+                    sc["splits"][row] = split
+                    changed_chunks[pos] = sc
+                    n += 1
+            for pos, sc in changed_chunks.items():
+                path = self.chunk_dir / f"{self._chunks[pos].index:05d}.json"
+                atomic_write_text(path, json.dumps(sc))
         return n

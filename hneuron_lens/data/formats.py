@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hneuron_lens.data.records import FAITHFUL, HALLUCINATED, JudgedSample, MCItem, QAItem
+from hneuron_lens.errors import DataError
 
 FORMATS = ("open_qa", "consistency", "judged", "release", "multiple_choice")
 """Format names accepted by the loaders' ``format=`` argument."""
@@ -54,14 +55,23 @@ class FieldError(ValueError):
         self.reason = reason
 
 
-class DataFormatError(ValueError):
-    """Malformed input, located: the message names the file, the line and the field."""
+class DataFormatError(DataError):
+    """Malformed input, located: the message names the file, the line and the field.
 
-    def __init__(self, file: str, line: int, field: str, reason: str) -> None:
-        super().__init__(f"{file}, line {line}, field {field!r}: {reason}")
-        self.file = file
-        self.line = line
-        self.field = field
+    Rendered as ``<reason> (<file>:<line> <field>): <hint>`` (a :class:`~hneuron_lens.errors.
+    DataError`, so the CLI prints it as one line and exits with code 2).
+    """
+
+    def __init__(
+        self, file: str, line: int | None, field: str, reason: str, hint: str | None = None
+    ) -> None:
+        super().__init__(
+            reason,
+            file=file,
+            line=line,
+            field=field,
+            hint=hint or "fix that record, or check that the file has the expected format",
+        )
         self.reason = reason
 
 
@@ -244,11 +254,11 @@ def detect_format(record: Mapping[str, Any]) -> str:
 def _parse_listish(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, RecursionError, MemoryError):
         return text
 
 

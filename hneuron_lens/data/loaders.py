@@ -6,8 +6,8 @@ one raises :class:`~hneuron_lens.data.formats.DataFormatError` instead.
 
 JSON lines are parsed here, line by line, so that a bad line is reported with its number and
 the ``{"<qid>": {...}}`` per-line layout (dynamic top-level keys, which ``datasets`` cannot
-express) is supported. Parquet and CSV files, and Hub ids, are read through Hugging Face
-``datasets``.
+express) is supported. Parquet and CSV files are read with ``pyarrow`` (nothing is written to a
+cache), Hub ids through Hugging Face ``datasets``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from hneuron_lens.data.formats import (
     unwrap_record,
 )
 from hneuron_lens.data.records import FAITHFUL, HALLUCINATED, JudgedSample, MCItem, QAItem
+from hneuron_lens.errors import DataError, UsageError
+from hneuron_lens.io import loads_json
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +85,8 @@ def iter_raw(
     """Yield the records of a file or Hub dataset; unreadable ones go to ``report`` (or raise).
 
     Raises:
-        FileNotFoundError: when ``source`` is neither a file nor a Hub-id-like string.
+        DataError: when ``source`` is neither a file nor a Hub-id-like string, is a directory,
+            has an unsupported suffix, or cannot be read as its suffix says.
         DataFormatError: with ``strict=True``, on an unparseable line or a non-object record.
     """
     path = Path(source)
@@ -91,7 +94,13 @@ def iter_raw(
         if looks_like_hub_id(source):
             yield from _iter_rows(_hub_rows(str(source), hub_split, hub_config), report, strict)
             return
-        raise FileNotFoundError(f"{source}: no such file (and not a Hugging Face Hub id)")
+        raise DataError(
+            "no such file (and not a Hugging Face Hub id)",
+            file=source,
+            hint="check the path",
+        )
+    if path.is_dir():
+        raise DataError("a directory, not a data file", file=path, hint=f"give one of {SUFFIXES}")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         yield from _iter_jsonl(path, report, strict)
@@ -100,19 +109,36 @@ def iter_raw(
     elif suffix in (".parquet", ".csv"):
         yield from _iter_rows(_table_rows(path), report, strict)
     else:
-        raise ValueError(
-            f"{path}: unsupported file type {suffix!r} (expected .jsonl, .json, .parquet or .csv)"
+        raise DataError(
+            f"unsupported file type {suffix!r}",
+            file=path,
+            hint=f"give a {', '.join(SUFFIXES)} file (the suffix says how it is read)",
         )
 
 
+SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+"""File types the loaders read (chosen by suffix)."""
+
+
 def _iter_jsonl(path: Path, report: LoadReport, strict: bool) -> Iterator[RawRecord]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
+    with path.open("rb") as fh:
+        for lineno, raw_line in enumerate(fh, start=1):
+            if not raw_line.strip():
                 continue
             report.n_lines += 1
             try:
-                raw = json.loads(line)
+                line = raw_line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                _fail(
+                    report,
+                    strict,
+                    lineno,
+                    "<text>",
+                    f"not UTF-8 text (byte 0x{raw_line[err.start]:02x} at column {err.start + 1})",
+                )
+                continue
+            try:
+                raw = loads_json(line)
             except json.JSONDecodeError as err:
                 _fail(report, strict, lineno, "<json>", f"unparseable JSON ({err.msg})")
                 continue
@@ -121,7 +147,15 @@ def _iter_jsonl(path: Path, report: LoadReport, strict: bool) -> Iterator[RawRec
 
 def _iter_json(path: Path, report: LoadReport, strict: bool) -> Iterator[RawRecord]:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = loads_json(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise DataFormatError(
+            str(path),
+            None,
+            "<text>",
+            f"not UTF-8 text (byte offset {err.start})",
+            hint="give a UTF-8 JSON file (is this a binary file?)",
+        ) from None
     except json.JSONDecodeError as err:
         raise DataFormatError(
             str(path), err.lineno, "<json>", f"unparseable JSON ({err.msg})"
@@ -160,20 +194,57 @@ def _iter_rows(
 
 
 def _table_rows(path: Path) -> Iterator[dict[str, Any]]:
-    import datasets  # deferred: heavy import
+    """Rows of a local CSV / Parquet file, read with pyarrow (no cache directory, no lock)."""
+    import pyarrow as pa  # deferred: heavy import
 
-    if path.suffix.lower() == ".parquet":
-        ds = datasets.Dataset.from_parquet(str(path), keep_in_memory=True)
-    else:
-        ds = datasets.Dataset.from_csv(str(path), keep_in_memory=True)
-    yield from ds
+    kind = "Parquet" if path.suffix.lower() == ".parquet" else "CSV"
+    if path.stat().st_size == 0:
+        raise DataFormatError(
+            str(path), None, "<file>", f"empty {kind} file", hint="check the file"
+        )
+    try:
+        if kind == "Parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        else:
+            import pyarrow.csv as pacsv
+
+            table = pacsv.read_csv(
+                path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True)
+            )
+        rows = table.to_pylist()  # column names are decoded here
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise DataFormatError(
+            str(path),
+            None,
+            "<file>",
+            f"cannot be read as {kind} ({type(err).__name__}: {_first_line(err)})",
+            hint=f"check that it is a {kind} file (the suffix decides how it is read)",
+        ) from None
+    yield from rows
+
+
+def _first_line(err: BaseException, n: int = 120) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:n] if text else ""
 
 
 def _hub_rows(name: str, split: str, config: str | None) -> Iterator[dict[str, Any]]:
     import datasets  # deferred: heavy import
 
     logger.info("loading %s (config %s, split %s) from the Hugging Face Hub", name, config, split)
-    yield from datasets.load_dataset(name, config, split=split)
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except Exception as err:  # offline, unknown id, gated, bad config...
+        raise DataError(
+            f"not a local file, and loading it as a Hugging Face Hub dataset failed "
+            f"({type(err).__name__}: {_first_line(err)})",
+            file=name,
+            hint="check the path (a local file needs a .jsonl/.json/.csv/.parquet suffix) or "
+            "the Hub id and your network",
+        ) from None
+    yield from ds
 
 
 def _finish(report: LoadReport, records: list[Any]) -> None:
@@ -214,7 +285,7 @@ def _read(
 ) -> tuple[list[RawRecord], LoadReport, str]:
     """Read all records and resolve the format (given, or detected from the first valid record)."""
     if fmt is not None and fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+        raise UsageError(f"unknown format {fmt!r}; expected one of {FORMATS}", field="format")
     report = LoadReport(file=str(source))
     raws = list(iter_raw(source, report, strict, hub_split=hub_split, hub_config=hub_config))
     if fmt is None:
@@ -233,6 +304,35 @@ def _read(
             )
     report.format = fmt
     return raws, report, fmt
+
+
+def require_records(report: LoadReport, expected: str = "") -> None:
+    """Stop when a loader returned nothing: name the file, what was wrong and what to do.
+
+    Args:
+        report: the loader's report.
+        expected: the record layout the caller needs, for the hint (e.g. ``"question,
+            response, label"``).
+
+    Raises:
+        DataError: ``report.n_loaded == 0`` (an empty file, every record malformed...).
+    """
+    if report.n_loaded:
+        return
+    what = f"{expected} records" if expected else "records"
+    if not report.n_lines:
+        raise DataError(
+            "no records: the file is empty", file=report.file, hint=f"give a file of {what}"
+        )
+    first = report.skipped[0] if report.skipped else None
+    reasons = ", ".join(f"{r}: {n}" for r, n in sorted(report.counts_by_reason.items()))
+    raise DataError(
+        f"none of its {report.n_lines} records could be used ({reasons or 'all skipped'})",
+        file=report.file,
+        line=first.line if first else None,
+        field=first.field if first else None,
+        hint=f"expected {what}" + (f"; the first problem: {first.reason}" if first else ""),
+    )
 
 
 def source_name(source: str | Path) -> str:
@@ -293,8 +393,10 @@ def load_qa(
 
         items = _parse_all(raws, report, strict, parse)
     else:
-        raise ValueError(
-            f"{source}: format {fmt!r} holds no open-domain questions; use the matching loader"
+        raise DataError(
+            f"format {fmt!r} holds no open-domain questions",
+            file=source,
+            hint="give an open-QA or consistency-samples file (question + gold answers)",
         )
     _finish(report, items)
     return items, report
@@ -375,13 +477,15 @@ def release_qids_path(responses_path: str | Path) -> Path:
     ``X_answer_tokens_<split>.jsonl`` -> ``X_<split>_qids.json`` (the paper's naming).
 
     Raises:
-        ValueError: when the name does not follow that pattern.
+        DataError: when the name does not follow that pattern.
     """
     path = Path(responses_path)
     m = re.match(r"^(?P<stem>.+)_answer_tokens_(?P<split>[A-Za-z]+)$", path.stem)
     if not m:
-        raise ValueError(
-            f"{path}: cannot infer the qids file (expected *_answer_tokens_<split>.jsonl); pass qids_path"
+        raise DataError(
+            "cannot infer the qids file (expected *_answer_tokens_<split>.jsonl)",
+            file=path,
+            hint="pass qids_path, or name the file as the release does",
         )
     return path.with_name(f"{m['stem']}_{m['split']}_qids.json")
 
@@ -398,7 +502,15 @@ def read_qids(path: str | Path) -> tuple[dict[str, int], int]:
     """
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = loads_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(
+            "no qids file beside the responses file",
+            file=path,
+            hint='give the {"t": [...], "f": [...]} id file of the release (qids_path)',
+        ) from None
+    except UnicodeDecodeError:
+        raise DataFormatError(str(path), None, "<text>", "not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise DataFormatError(
             str(path), err.lineno, "<json>", f"unparseable JSON ({err.msg})"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hneuron_lens.cli import build_parser, main, make_task
+from hneuron_lens.errors import DataError
 from hneuron_lens.features import NeuronLayout
 from hneuron_lens.store import ActivationStore
 
@@ -115,7 +116,7 @@ def test_make_task_exclude_drops_trained_questions(tmp_path, capsys):
 
     with pytest.raises(ValueError, match="--exclude works with the qa"):
         make_task("falseqa", "x.csv", exclude=ids)
-    with pytest.raises(FileNotFoundError, match="--exclude"):
+    with pytest.raises(DataError, match="--exclude"):
         make_task("qa", "builtin", exclude=tmp_path / "missing.jsonl")
 
 
@@ -127,3 +128,65 @@ def test_make_task_builtin_limit_is_a_seeded_sample_across_topics():
     assert [i.qid for i in a.items] != [i.qid for i in c.items]
     topics = {i.qid.rsplit("-", 1)[0] for i in a.items}
     assert len(topics) > 3
+
+
+def test_user_errors_are_one_line_exit_2_and_bugs_exit_1(tmp_path, capsys, monkeypatch):
+    from hneuron_lens import cli
+
+    def missing(spec, **kw):
+        raise FileNotFoundError(f"model directory not found: {spec}")
+
+    monkeypatch.setattr("hneuron_lens.models.load_model", missing)
+    data = tmp_path / "j.jsonl"
+    data.write_text(
+        json.dumps({"qid": "a", "question": "Q?", "response": "It is Paris.", "label": 0,
+                    "answer_text": "Paris"}) + "\n"
+    )  # fmt: skip
+    argv = ["extract", "--data", str(data), "--store", str(tmp_path / "s"), "--model", "/nope"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: cannot load model '/nope'") and "(--model)" in err[-1]
+
+    def bug(args):
+        raise TypeError("unexpected None")
+
+    monkeypatch.setattr(cli, "build_parser", _parser_with(cli.build_parser, "report", bug))
+    assert main(["report", str(tmp_path)]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "internal error (TypeError: unexpected None)" in line and "bug" in line
+    assert main(["-v", "report", str(tmp_path)]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def _parser_with(build, command, func):
+    def build_parser():
+        parser = build()
+        for action in parser._subparsers._group_actions:
+            action.choices[command].set_defaults(func=func)
+        return parser
+
+    return build_parser
+
+
+def test_report_error_tells_library_value_errors_from_dependency_ones(capsys):
+    """Transitional rule: a ValueError raised by this package's own code (older validation not
+    yet moved to the hierarchy) is a user error; one raised inside numpy is a bug."""
+    import numpy as np
+
+    from hneuron_lens.cett import CETTConfig
+    from hneuron_lens.cli import report_error
+
+    try:
+        CETTConfig(reduce="bogus")
+    except ValueError as err:
+        assert report_error(err) == 2
+    assert capsys.readouterr().err.startswith("error: CETTConfig.reduce must be one of")
+    try:
+        np.zeros(-1)
+    except ValueError as err:
+        assert report_error(err) == 1
+    assert "this is a bug" in capsys.readouterr().err
+    assert report_error(PermissionError(13, "Permission denied", "/root/x")) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: Permission denied (/root/x): check the path, its permissions and free space"
+    )

@@ -221,33 +221,41 @@ _KILL_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill(tiny, tmp_path):
-    """Kill a real collection process mid-run, then resume it in this process."""
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_resume_after_sigkill(tiny, tmp_path, seed):
+    """Kill a real collection process at a seeded point (after 2-9 lines, plus a random
+    fraction of the next write), resume it in this process: the file ends identical to an
+    uninterrupted collection of the same questions, no question lost or repeated."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    after_lines, jitter = int(rng.integers(2, 10)), float(rng.uniform(0, 0.2))
     out = tmp_path / "sigkill.jsonl"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(out)], env=env)
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
-            if out.exists() and out.read_bytes().count(b"\n") >= 4:
+            if out.exists() and out.read_bytes().count(b"\n") >= after_lines:
                 break
             if proc.poll() is not None:
                 pytest.fail("the collection subprocess exited before it could be killed")
-            time.sleep(0.05)
+            time.sleep(0.02)
         else:
             pytest.fail("the collection subprocess wrote nothing in time")
+        time.sleep(jitter)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     before = load_collected(out)
-    assert 3 <= len(before) < 200
+    assert 1 <= len(before) < 200
     items = [QAItem(f"q{i}", f"Question number {i}?", ("Paris",)) for i in range(len(before) + 3)]
     cfg = CollectConfig(k=2, max_new_tokens=4, write_every=1, progress=False)
     res = collect(tiny("llama"), items, cfg, out)
     assert (res.n_resumed, res.n_generated) == (len(before), 3)
     after = load_collected(out)
-    assert list(after) == [it.qid for it in items]
+    assert list(after) == [it.qid for it in items]  # every question once, in order
     assert all(after[q] == before[q] for q in before)
-    # the resumed questions are what an uninterrupted run gives
-    ref = load_collected(collect(tiny("llama"), items[-3:], cfg, tmp_path / "ref.jsonl").path)
-    assert all(after[q].responses == ref[q].responses for q in ref)
+    # the whole file is what an uninterrupted run of the same questions writes
+    ref = load_collected(collect(tiny("llama"), items, cfg, tmp_path / "ref.jsonl").path)
+    assert {q: r.responses for q, r in after.items()} == {q: r.responses for q, r in ref.items()}

@@ -29,6 +29,7 @@ from hneuron_lens.data.loaders import (
     split_from_name,
 )
 from hneuron_lens.data.records import FAITHFUL, HALLUCINATED
+from hneuron_lens.errors import DataError
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -102,7 +103,7 @@ def test_strict_mode_names_file_line_field(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError) as info:
         load_qa(path, strict=True)
     msg = str(info.value)
-    assert "bad.jsonl" in msg and "line 2" in msg and "'question'" in msg
+    assert "bad.jsonl:2 question" in msg and "\n" not in msg
     assert info.value.line == 2 and info.value.field == "question"
 
 
@@ -133,8 +134,9 @@ def test_open_qa_explicit_keys_and_wrapped_dict_json(tmp_path: Path) -> None:
 def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown format"):
         load_qa(tmp_path / "x.jsonl", format="nope")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(DataError, match="no such file") as err:
         load_qa(tmp_path / "missing.jsonl")
+    assert err.value.file == str(tmp_path / "missing.jsonl")
     path = write_jsonl(tmp_path / "weird.jsonl", [{"foo": 1}])
     with pytest.raises(DataFormatError, match="cannot detect"):
         load_qa(path)
@@ -285,7 +287,7 @@ def test_release(tmp_path: Path) -> None:
     assert report.notes["repeated id in qids file"] == 1
     assert report.notes["answer_text None: empty answer_tokens"] == 1
     assert report.notes["answer_text None: not a substring of the response"] == 1
-    with pytest.raises(DataFormatError, match="line 6"):
+    with pytest.raises(DataFormatError, match=r"\.jsonl:6 "):
         load_release(path, strict=True)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from hneuron_lens.errors import StoreError
 from hneuron_lens.extract import extract
 from hneuron_lens.store import ActivationStore, StoreMismatchError
 
@@ -195,17 +196,20 @@ SCRIPT = SAMPLES_CODE + textwrap.dedent(
     import torch
     torch.set_num_threads(1)
     import importlib
-    cm = importlib.import_module("hneuron_lens.cett")  # the package re-exports a function "cett"
-    from hneuron_lens.extract import extract
+    ex = importlib.import_module("hneuron_lens.extract")  # the module, not the function
     from hneuron_lens.store import ActivationStore
     from hneuron_lens.testing import tiny_model
 
     delay = float(os.environ.get("EXTRACT_DELAY", "0"))
-    real = cm.cett
+    hold = os.environ.get("EXTRACT_HOLD")  # wait for this file before the first batch
+    real = ex.cett
     def slow(*a, **k):
+        while hold and not os.path.exists(hold):
+            time.sleep(0.01)
         time.sleep(delay)
         return real(*a, **k)
-    cm.cett = slow
+    ex.cett = slow
+    extract = ex.extract
     model = tiny_model("llama")
     store = ActivationStore(sys.argv[1], chunk_size=5)
     extract(model, make_samples(40), store, batch_size=3, progress=False)
@@ -213,8 +217,12 @@ SCRIPT = SAMPLES_CODE + textwrap.dedent(
 )
 
 
-def _run(script: Path, store: Path, delay: float = 0.0) -> subprocess.Popen:
+def _run(
+    script: Path, store: Path, delay: float = 0.0, hold: Path | None = None
+) -> subprocess.Popen:
     env = {**os.environ, "EXTRACT_DELAY": str(delay), "HF_HUB_OFFLINE": "1"}
+    if hold is not None:
+        env["EXTRACT_HOLD"] = str(hold)
     return subprocess.Popen([sys.executable, str(script), str(store)], env=env)
 
 
@@ -226,31 +234,132 @@ def _read_all(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+@pytest.fixture(scope="module")
+def reference_store(tmp_path_factory) -> dict[str, np.ndarray]:
+    """The store an uninterrupted run of SCRIPT writes (computed once, in a subprocess)."""
+    root = tmp_path_factory.mktemp("reference")
+    script = root / "run_extract.py"
+    script.write_text(SCRIPT)
+    assert _run(script, root / "clean").wait() == 0
+    return _read_all(root / "clean")
+
+
 @pytest.mark.slow
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, reference_store, seed):
+    """SIGKILL at a seeded point (after 1-6 chunks, plus a random fraction of a batch), resume:
+    the store ends identical to an uninterrupted run's, nothing lost or duplicated."""
+    rng = np.random.default_rng(seed)  # 8 chunks of 5 rows in all, one batch of 3 per 0.15 s
+    after_chunks, jitter = int(rng.integers(1, 6)), float(rng.uniform(0, 0.3))
     script = tmp_path / "run_extract.py"
     script.write_text(SCRIPT)
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    killed = tmp_path / "killed"
     proc = _run(script, killed, delay=0.15)
-    deadline = time.time() + 120
+    deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
-        if list((killed / "chunks").glob("*.json")) if (killed / "chunks").is_dir() else []:
+        chunks = killed / "chunks"
+        if chunks.is_dir() and len(list(chunks.glob("*.json"))) >= after_chunks:
             break
         time.sleep(0.01)
+    time.sleep(jitter)  # somewhere inside the next batch or chunk write
     assert proc.poll() is None, "extract finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (killed / "writing.json").exists()  # the run did not close cleanly
-    partial = ActivationStore(killed)  # repairs: full check of that run's chunks
-    assert 0 < len(partial) < 40
-    resume, reference = _run(script, killed), _run(script, clean)  # side by side
-    assert resume.wait() == 0 and reference.wait() == 0
-    a, b = _read_all(killed), _read_all(clean)
-    assert sorted(a) == sorted(b)
-    assert len(a["ids"]) == 40
+    partial = ActivationStore(killed)  # a reader: reads what is complete, changes nothing
+    assert 5 * after_chunks <= len(partial) < 40
+    assert _run(script, killed).wait() == 0  # resume: repairs, then extracts the rest
+    a = _read_all(killed)
+    assert sorted(a) == sorted(reference_store) and len(a["ids"]) == 40
     for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        np.testing.assert_array_equal(a[key], reference_store[key], err_msg=key)
     assert not (killed / "writing.json").exists()
+    quarantined = (
+        list((killed / "quarantine").iterdir()) if (killed / "quarantine").is_dir() else []
+    )
+    assert all(".npy" in p.name or p.name.endswith(".json") for p in quarantined)
+
+
+@pytest.mark.slow
+def test_two_concurrent_extracts_never_duplicate(tmp_path, reference_store):
+    """Two extractions into one store: the second is refused while the first writes (exit
+    code 2, naming the holder); rerun afterwards it finds everything cached. No duplicates."""
+    import json
+
+    script = tmp_path / "run_extract.py"
+    script.write_text(SCRIPT)
+    store, go = tmp_path / "store", tmp_path / "go"
+    first = _run(script, store, hold=go)  # takes the lock, then waits for "go"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (store / "manifest.json").exists():
+        time.sleep(0.01)
+    data = tmp_path / "judged.jsonl"  # the same samples through the command line
+    keys = ("qid", "question", "response", "label", "answer_text", "split")
+    rows = [{k: getattr(s, k) for k in keys} for s in make_samples(40)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cli = "import sys, hneuron_lens.cli as c; from hneuron_lens.testing import tiny_model; "
+    cli += "c._load_model = lambda a: tiny_model('llama'); raise SystemExit(c.main(sys.argv[1:]))"
+    second = subprocess.run(
+        [sys.executable, "-c", cli, "extract", "--data", str(data), "--store", str(store)],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    go.write_text("go")
+    assert first.wait() == 0
+    errors = [x for x in second.stderr.splitlines() if x.startswith("error: ")]
+    assert second.returncode == 2 and len(errors) == 1, second.stderr
+    assert "another process is writing to this store (pid" in errors[0]
+    assert "Traceback" not in second.stderr
+    assert _run(script, store).wait() == 0  # afterwards: all cached
+    a = _read_all(store)
+    assert len(set(a["ids"].tolist())) == len(a["ids"]) == 40
+    for key in a:
+        np.testing.assert_array_equal(a[key], reference_store[key], err_msg=key)
+
+
+def _flip(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+FAULTS = {
+    "deleted manifest": lambda root: (root / "manifest.json").unlink(),
+    "flipped byte": lambda root: _flip(root / "chunks" / "00001.answer.npy"),
+    "truncated chunk": lambda root: (root / "chunks" / "00001.other.npy").write_bytes(
+        (root / "chunks" / "00001.other.npy").read_bytes()[:-7]
+    ),
+    "deleted chunk": lambda root: [p.unlink() for p in (root / "chunks").glob("00002.*")],
+    "garbage manifest": lambda root: (root / "manifest.json").write_text("{oops"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_fault_then_rerun_is_identical_or_refused(model, tmp_path, fault):
+    """Damage a store, then read it (train's path) and extract into it again (a writer)."""
+    samples = make_samples(12)
+    ref = ActivationStore(tmp_path / "ref", chunk_size=4)
+    extract(model, samples, ref, batch_size=4, progress=False)
+    root = tmp_path / "st"
+    extract(model, samples, ActivationStore(root, chunk_size=4), batch_size=4, progress=False)
+    FAULTS[fault](root)
+    reader = ActivationStore(root)
+    if fault == "deleted manifest":  # rebuilt in memory from the sidecars: nothing lost
+        reader.split("train")
+    else:  # refused with the chunk (or file) named and the repair command
+        with pytest.raises(StoreError, match="--repair"):
+            reader.split("train")
+    report = extract(model, samples, ActivationStore(root, chunk_size=4), batch_size=4,
+                     progress=False)  # fmt: skip
+    assert report.n_cached + report.n_extracted == 12
+    got, want = ActivationStore(root, verify=True), ActivationStore(tmp_path / "ref")
+    assert got.ids == want.ids and not got.problems
+    for region in ("answer", "other"):
+        np.testing.assert_array_equal(got.features(region)[0], want.features(region)[0])
+    for split in ("train", "test"):
+        assert got.split(split).ids == want.split(split).ids
 
 
 def test_compute_features_matches_the_store_and_reports_skips(model, tmp_path):

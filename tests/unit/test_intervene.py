@@ -334,3 +334,52 @@ def test_generated_scope_touches_only_generated_positions(kv: bool) -> None:
         got = logits(model, toks)
         iv.reset()
     assert torch.equal(got, logits(model, toks))
+
+
+def test_non_integer_indices_and_unsafe_names_are_refused(tmp_path) -> None:
+    from hneuron_lens.errors import DataError, UsageError
+
+    with pytest.raises(DataError, match=r"whole numbers, got \[0.7\]"):
+        HookedIntervention(model_of("llama"), [(0.7, 3)], alpha=0.0)  # was silently layer 0
+    with pytest.raises(DataError, match="whole numbers"):
+        NeuronSet.from_dict({"layers": [0], "neurons": [2.5]})
+    with pytest.raises(DataError, match="integers"):
+        NeuronSet.from_pairs([("0", 1)])
+    assert NeuronSet.from_pairs([(1.0, 2.0)]).layers.dtype == np.int64  # integral floats are fine
+    for name in ("..", ".", "", "a/b", "..\\x", "x\x00"):
+        with pytest.raises(UsageError, match="cannot be used as a directory name"):
+            NeuronSet.from_pairs([(0, 1)], name=name)
+    from hneuron_lens.intervene import alpha_sweep
+
+    with pytest.raises(UsageError, match="'..'"):  # used to write one level above out_dir
+        alpha_sweep(
+            model_of("llama"), {"layers": [0], "neurons": [1], "name": ".."}, None,
+            out_dir=tmp_path / "sweep",
+        )  # fmt: skip
+    assert not (tmp_path / "sweep").exists() and sorted(tmp_path.iterdir()) == []
+    csv = tmp_path / "set.csv"
+    csv.write_text("layer,neuron\n0,1\n0.7,3\n")
+    with pytest.raises(DataError, match="whole-number") as err:
+        NeuronSet.load(csv)
+    assert err.value.file == str(csv) and err.value.line == 3
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"\xff\xfe not json")
+    with pytest.raises(DataError, match="cannot read") as err:
+        NeuronSet.load(bad)
+    assert err.value.file == str(bad)
+
+
+def test_sweep_paths_stay_inside_out_dir(tmp_path) -> None:
+    from hneuron_lens.errors import OutputError
+    from hneuron_lens.io import safe_child
+
+    assert (
+        safe_child(tmp_path, "h_neurons", "alpha=0.jsonl")
+        == tmp_path / "h_neurons" / "alpha=0.jsonl"
+    )
+    for name in ("..", "../x", "/etc", "~root"):
+        with pytest.raises(OutputError):
+            safe_child(tmp_path, name)
+    (tmp_path / "link").symlink_to(tmp_path.parent)
+    with pytest.raises(OutputError, match="resolves outside"):
+        safe_child(tmp_path, "link", "x")

@@ -259,3 +259,120 @@ def test_constructor_validation() -> None:
         LLMJudge("http://127.0.0.1:1/v1", "m", prompt_version="nope")
     with pytest.raises(ValueError):
         LLMJudge("http://127.0.0.1:1/v1", "m", max_retries=-1)
+
+
+# --- redirects, plain http, secrets (hneuron_lens.llm.ChatClient) ------------------------------
+
+
+class RedirectServer:
+    """Answers POSTs to ``/v1/...`` with ``status`` and ``Location: target``, POSTs elsewhere with
+    a CORRECT verdict; records what it received."""
+
+    def __init__(self, status: int, target: str) -> None:
+        self.requests: list[dict] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                owner.requests.append({"path": self.path, "headers": dict(self.headers)})
+                if self.path.startswith("/v1/"):
+                    self.send_response(status)
+                    self.send_header("Location", target)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = json.dumps({"choices": [{"message": {"content": "CORRECT"}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _port(url: str) -> str:
+    return url.rsplit(":", 1)[1].split("/")[0]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirect_to_another_host_never_gets_the_key(
+    server: FakeServer, secret_env: str, status: int, caplog
+) -> None:
+    """127.0.0.1 answers a redirect to ``localhost:<other port>``: another host name."""
+    other = f"http://localhost:{_port(server.url)}/v1/chat/completions"
+    redirector = RedirectServer(status, other)
+    try:
+        judge = LLMJudge(redirector.url, "fake-model", api_key_env=secret_env, max_retries=2)
+        with (
+            caplog.at_level(logging.DEBUG),
+            pytest.raises(LLMJudgeError, match="redirected") as err,
+        ):
+            judge.judge("q?", "a", ["a"])
+    finally:
+        redirector.close()
+    assert server.requests == []  # the second host received nothing, so never the key
+    assert len(redirector.requests) == 1  # a redirect is not retried
+    assert redirector.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
+    assert "localhost" in str(err.value) and SECRET not in str(err.value)
+    assert SECRET not in caplog.text
+    # control: the redirect target is live, so a client that followed it would have been seen
+    import httpx
+
+    assert httpx.post(other, json={"model": "m", "messages": []}).status_code == 200
+    assert len(server.requests) == 1 and "Authorization" not in server.requests[0]["headers"]
+
+
+@pytest.mark.parametrize(("target", "n"), [("/v2/chat/completions", 2), ("/v1/loop", 5)])
+def test_same_origin_307_is_followed_with_the_key(secret_env: str, target: str, n: int) -> None:
+    redirector = RedirectServer(307, target)  # a relative Location: the same origin
+    try:
+        judge = LLMJudge(redirector.url, "fake-model", api_key_env=secret_env, max_retries=0)
+        if n == 2:
+            assert judge.judge("q?", "a", ["a"]).label == "correct"
+        else:
+            with pytest.raises(LLMJudgeError, match="too many redirects"):
+                judge.judge("q?", "a", ["a"])  # a redirect loop is bounded
+    finally:
+        redirector.close()
+    assert len(redirector.requests) == n and redirector.requests[1]["path"] == target
+    assert all(r["headers"]["Authorization"] == f"Bearer {SECRET}" for r in redirector.requests)
+
+
+def test_plain_http_warning_and_credentials_in_url(caplog, monkeypatch) -> None:
+    from hneuron_lens.errors import UsageError
+    from hneuron_lens.llm import ChatClient, is_loopback
+
+    assert all(is_loopback(h) for h in ("localhost", "127.0.0.1", "127.8.0.1", "::1", "[::1]"))
+    assert not any(is_loopback(h) for h in ("example.com", "10.0.0.1", "192.168.1.2"))
+    monkeypatch.setenv("HL_TEST_KEY", SECRET)
+    with caplog.at_level(logging.WARNING, logger="hneuron_lens"):
+        ChatClient("http://127.0.0.1:9/v1", "m", api_key_env="HL_TEST_KEY")
+        ChatClient("https://llm.example.com/v1", "m", api_key_env="HL_TEST_KEY")
+        assert "plain http" not in caplog.text
+        ChatClient("http://llm.example.com/v1", "m", api_key_env="HL_TEST_KEY")
+    assert "plain http to a non-loopback host" in caplog.text and SECRET not in caplog.text
+    with pytest.raises(UsageError, match="credentials") as err:
+        ChatClient(f"https://user:{SECRET}@llm.example.com/v1", "m")
+    assert SECRET not in str(err.value)
+    with pytest.raises(UsageError, match="not an http"):
+        ChatClient("ftp://llm.example.com", "m")
+
+
+def test_retry_after_header_is_honoured_within_the_cap() -> None:
+    from hneuron_lens.llm import ChatClient
+
+    client = ChatClient("http://127.0.0.1:9/v1", "m", backoff_s=0.5, max_backoff_s=4.0)
+    assert client._delay(1, None) == 0.5 and client._delay(3, None) == 2.0
+    assert client._delay(1, "3") == 3.0 and client._delay(1, "120") == 4.0
+    assert client._delay(1, "Wed, 21 Oct 2015 07:28:00 GMT") == 0.5

@@ -141,7 +141,7 @@ def test_save_load_roundtrip_no_pickle(fitted: SparseProbe, test_split: FeatureS
     fitted.metadata_["model"] = {"name": "tiny-test", "revision": "abc"}
     out = fitted.save(tmp_path / "probe")
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["neurons.json", "probe.json", "weights.safetensors"]
+    assert files == [".hneuron_lens.json", "neurons.json", "probe.json", "weights.safetensors"]
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # temp dirs cleaned
     for p in out.iterdir():
         raw = p.read_bytes()
@@ -158,7 +158,7 @@ def test_save_load_roundtrip_no_pickle(fitted: SparseProbe, test_split: FeatureS
     )
     np.testing.assert_array_equal(loaded.h_neurons.flat_index, fitted.h_neurons.flat_index)
     assert loaded.get_params() == fitted.get_params()
-    fitted.save(out)  # overwrite in place works
+    fitted.save(out, overwrite=True)  # replacing a saved probe needs overwrite=True
     assert SparseProbe.load(out).train_fingerprint_ == fitted.train_fingerprint_
 
 

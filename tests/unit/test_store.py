@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import zlib
 
 import numpy as np
 import pytest
 
+from hneuron_lens.errors import StoreError
 from hneuron_lens.features import FeatureSplit, NeuronLayout
 from hneuron_lens.store import (
     ActivationStore,
     StoreBusyError,
+    StoreCorruptError,
     StoreMismatchError,
     fingerprint_diff,
 )
@@ -142,9 +145,10 @@ def test_fingerprint_mismatch_names_fields_and_overwrite(tmp_path):
     assert len(s2) == 0 and ActivationStore(tmp_path / "st").fingerprint == other
     # same fingerprint (after a JSON round trip, tuples vs lists) is accepted
     s2.open_for({**other, "t": (1, 2)}, layout=LAYOUT, regions=REGIONS, overwrite=True)
-    ActivationStore(tmp_path / "st").open_for(
-        {**other, "t": [1, 2]}, layout=LAYOUT, regions=REGIONS
-    )
+    s2.close()  # a write session holds the lock until close()
+    s3 = ActivationStore(tmp_path / "st")
+    s3.open_for({**other, "t": [1, 2]}, layout=LAYOUT, regions=REGIONS)
+    s3.close()
 
 
 def test_fingerprint_diff_missing_keys():
@@ -205,34 +209,98 @@ def _chunk_files(root, index):
     return sorted((root / "chunks").glob(f"{index:05d}.*"))
 
 
-def test_truncated_chunk_is_quarantined(tmp_path, caplog):
+def tree_digest(root) -> dict[str, tuple[int, str]]:
+    """Every file under ``root`` with its size and sha256 (to show that nothing changed)."""
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _flip_last_byte(path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF  # same size, same header: only the checksum sees it
+    path.write_bytes(bytes(raw))
+
+
+def test_truncated_chunk_stops_reads_and_a_writer_quarantines_it(tmp_path, caplog):
     store = ActivationStore(tmp_path / "st", chunk_size=4)
     ids = fill(store, 10)
-    data = tmp_path / "st" / "chunks" / "00001.other.npy"
+    root = tmp_path / "st"
+    data = root / "chunks" / "00001.other.npy"
     data.write_bytes(data.read_bytes()[:-10])
+    before = tree_digest(root)
     with caplog.at_level(logging.WARNING):
-        again = ActivationStore(tmp_path / "st")
+        reader = ActivationStore(root)
     assert "00001.json" in caplog.text and "bytes" in caplog.text
+    assert reader.problems and "00001.json" in reader.problems[0]
+    with pytest.raises(StoreCorruptError, match="00001.json") as err:
+        reader.split("train")
+    assert "--repair" in str(err.value) and "\n" not in str(err.value)
+    assert tree_digest(root) == before  # a reader never moves or changes a file
+    done = ActivationStore(root).repair()
+    assert len(done) == 3 and all("quarantine" in d for d in done)
+    again = ActivationStore(root)
     assert len(again) == 6 and set(again.ids) == set(ids) - set(ids[4:8])
-    assert len(list((tmp_path / "st" / "quarantine").iterdir())) == 3
-    assert not _chunk_files(tmp_path / "st", 1)
+    assert len(list((root / "quarantine").iterdir())) == 3
+    assert not _chunk_files(root, 1)
+    again.split("train")  # the manifest's chunk list was updated: readable again
 
 
-def test_bitflip_detected_by_verify(tmp_path, caplog):
+def test_flipped_byte_stops_reads_naming_the_chunk(tmp_path):
     store = ActivationStore(tmp_path / "st", chunk_size=4)
     fill(store, 8)
-    data = tmp_path / "st" / "chunks" / "00000.answer.npy"
-    raw = bytearray(data.read_bytes())
-    raw[-1] ^= 0xFF  # same size, same header: only the checksum sees it
-    data.write_bytes(bytes(raw))
-    assert len(ActivationStore(tmp_path / "st")) == 8  # cheap open: size + header only
-    with caplog.at_level(logging.WARNING):
-        verified = ActivationStore(tmp_path / "st", verify=True)
-    assert "sha256 mismatch" in caplog.text and "00000.answer.npy" in caplog.text
+    root = tmp_path / "st"
+    _flip_last_byte(root / "chunks" / "00000.answer.npy")
+    before = tree_digest(root)
+    reader = ActivationStore(root)
+    assert len(reader) == 8  # cheap open: size + header only
+    with pytest.raises(StoreCorruptError, match="00000.answer.npy") as err:
+        reader.split("train")
+    assert "sha256" in str(err.value) and "--repair" in str(err.value)
+    with pytest.raises(StoreCorruptError, match="00000.answer.npy"):
+        reader.features("answer", split="test")
+    problems = ActivationStore(root).verify()
+    assert len(problems) == 1 and "sha256 mismatch" in problems[0]
+    assert tree_digest(root) == before
+    verified = ActivationStore(root)
+    verified.repair()
     assert len(verified) == 4
+    verified.split("train")
 
 
-def test_bad_sidecar_and_orphans(tmp_path, caplog):
+def test_checksum_cache_is_written_by_writers_and_respects_mtime(tmp_path, monkeypatch):
+    import os
+
+    import hneuron_lens.store as store_mod
+
+    store = ActivationStore(tmp_path / "st", chunk_size=4)
+    fill(store, 8)
+    root = tmp_path / "st"
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["verified"] == {}  # files younger than RACY_SECONDS are never vouched for
+    for p in (root / "chunks").glob("*.npy"):  # age them, as if written an hour ago
+        st = p.stat()
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns - 3600 * 10**9))
+    ActivationStore(root).repair()
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert len(manifest["verified"]) == 4
+    calls = []
+    real = store_mod.file_sha256
+    monkeypatch.setattr(store_mod, "file_sha256", lambda p, *a: calls.append(p) or real(p, *a))
+    ActivationStore(root).split("train")
+    assert calls == []  # the cache vouches: nothing hashed
+    target = root / "chunks" / "00001.answer.npy"
+    _flip_last_byte(target)  # a change moves the mtime: the cache no longer vouches
+    with pytest.raises(StoreCorruptError, match="00001.answer.npy"):
+        ActivationStore(root).split("train")
+    assert [p.name for p in calls] == ["00001.answer.npy"]
+
+
+def test_bad_sidecar_and_orphans_are_moved_never_deleted(tmp_path, caplog):
     store = ActivationStore(tmp_path / "st", chunk_size=4)
     fill(store, 12)
     root = tmp_path / "st"
@@ -240,10 +308,34 @@ def test_bad_sidecar_and_orphans(tmp_path, caplog):
     (root / "chunks" / "00002.json").unlink()  # an interrupted write: data without sidecar
     (root / "chunks" / "00007.answer.npy.123.tmp").write_bytes(b"x")
     with caplog.at_level(logging.WARNING):
+        reader = ActivationStore(root)
+    assert "unreadable sidecar" in caplog.text
+    assert len(reader) == 4 and reader.problems
+    assert (root / "chunks" / "00007.answer.npy.123.tmp").exists()  # readers leave it
+    ActivationStore(root).repair()
+    again = ActivationStore(root)
+    assert len(again) == 4 and not again.problems
+    moved = sorted(p.name.split(".", 1)[1] for p in (root / "quarantine").iterdir())
+    assert moved == sorted(
+        ["00000.json", "00000.answer.npy", "00000.other.npy"]
+        + ["00002.answer.npy", "00002.other.npy"]
+    )
+    assert not list((root / "chunks").glob("*.tmp"))  # the library's own temp file
+
+
+def test_quarantine_never_replaces_an_earlier_file(tmp_path):
+    store = ActivationStore(tmp_path / "st", chunk_size=4)
+    fill(store, 4)
+    root = tmp_path / "st"
+    for _ in range(3):  # the same chunk name damaged three times within one second
+        _flip_last_byte(root / "chunks" / "00000.answer.npy")
+        ActivationStore(root).repair()
         again = ActivationStore(root)
-    assert "unreadable sidecar" in caplog.text and "no sidecar" in caplog.text
-    assert len(again) == 4
-    assert not _chunk_files(root, 2) and not list((root / "chunks").glob("*.tmp"))
+        again.open_for(FP, layout=LAYOUT, regions=REGIONS)
+        again.write_batch(["s000"], [0], ["train"], fake_rows(["s000"]))
+        again.close()
+        assert (root / "chunks" / "00000.answer.npy").exists()
+    assert len([p for p in (root / "quarantine").iterdir() if "answer" in p.name]) == 3
 
 
 def test_interrupted_session_gets_full_check(tmp_path, caplog):
@@ -252,48 +344,173 @@ def test_interrupted_session_gets_full_check(tmp_path, caplog):
     ids = [f"s{i}" for i in range(8)]
     store.write_batch(ids, [0] * 8, None, fake_rows(ids))  # two chunks, never closed
     assert (tmp_path / "st" / "writing.json").is_file()
-    data = tmp_path / "st" / "chunks" / "00001.answer.npy"
-    raw = bytearray(data.read_bytes())
-    raw[-1] ^= 0xFF
-    data.write_bytes(bytes(raw))
+    _flip_last_byte(tmp_path / "st" / "chunks" / "00001.answer.npy")
     store._unlock()  # as if the process died
     with caplog.at_level(logging.WARNING):
-        again = ActivationStore(tmp_path / "st")
+        writer = ActivationStore(tmp_path / "st")
+        writer.open_for(FP, layout=LAYOUT, regions=REGIONS)
+        writer.close()
     assert "not closed cleanly" in caplog.text and "sha256 mismatch" in caplog.text
+    again = ActivationStore(tmp_path / "st")
     assert len(again) == 4 and not (tmp_path / "st" / "writing.json").exists()
 
 
-def test_lock_blocks_second_writer_and_reader_does_not_repair(tmp_path):
+def test_lock_is_held_for_the_session_and_names_its_holder(tmp_path):
+    import socket
+
     store = ActivationStore(tmp_path / "st", chunk_size=4)
-    store.open_for(FP, layout=LAYOUT, regions=REGIONS)
-    store.write_batch(["a"], [0], None, fake_rows(["a"]))  # takes the lock
+    store.open_for(FP, layout=LAYOUT, regions=REGIONS)  # the lock is taken here
+    record = json.loads((tmp_path / "st" / ".lock").read_text())
+    assert record["host"] == socket.gethostname() and record["pid"] > 0
+    store.write_batch(["a"], [0], None, fake_rows(["a"]))
     orphan = tmp_path / "st" / "chunks" / "00005.answer.npy"
     orphan.write_bytes(b"partial")
-    other = ActivationStore(tmp_path / "st")  # reader: ignores, does not delete
+    other = ActivationStore(tmp_path / "st")  # reader: ignores, does not move
     assert orphan.exists() and len(other) == 0
+    with pytest.raises(StoreBusyError, match=f"pid {record['pid']} on host"):
+        other.open_for(FP, layout=LAYOUT, regions=REGIONS)
     with pytest.raises(StoreBusyError):
         other.write_batch(["b"], [0], None, fake_rows(["b"]))
     store.close()
+    assert (tmp_path / "st" / ".lock").read_text() == ""  # released: no holder recorded
     assert ActivationStore(tmp_path / "st").ids == ["a"]
-    assert not orphan.exists()  # repaired once nobody holds the lock
+    assert orphan.exists()  # a reader still leaves it
+    writer = ActivationStore(tmp_path / "st")
+    writer.open_for(FP, layout=LAYOUT, regions=REGIONS)
+    writer.close()
+    assert not orphan.exists() and list((tmp_path / "st" / "quarantine").glob("*00005*"))
 
 
-def test_interrupted_compaction_recovers(tmp_path):
+def test_stale_lock_rule_without_flock(tmp_path, monkeypatch):
+    """Where flock is unavailable the pid/host record decides (module docstring)."""
+    import socket
+
+    import hneuron_lens.lock as lock_mod
+
+    monkeypatch.setattr(lock_mod, "fcntl", None)
+    root = tmp_path / "st"
+    fill(ActivationStore(root), 2)
+    dead = {"pid": 2**22 + 12345, "host": socket.gethostname(), "started": "then"}
+    (root / ".lock").write_text(json.dumps(dead))
+    store = ActivationStore(root)
+    store.open_for(FP, layout=LAYOUT, regions=REGIONS)  # a dead pid on this host: taken over
+    store.close()
+    alive = {"pid": os.getpid() + 0, "host": "another-host", "started": "now"}
+    (root / ".lock").write_text(json.dumps(alive))
+    with pytest.raises(StoreBusyError, match="another-host"):
+        ActivationStore(root).open_for(FP, layout=LAYOUT, regions=REGIONS)
+
+
+def test_lost_manifest_is_rebuilt_never_emptied(tmp_path, caplog):
     store = ActivationStore(tmp_path / "st", chunk_size=4)
     ids = fill(store, 10)
     root = tmp_path / "st"
-    # incomplete new dir: rolled back
-    (root / "chunks.new").mkdir()
-    (root / "chunks.new" / "00000.json").write_text("{}")
+    want = ActivationStore(root).split("train")
+    (root / "manifest.json").unlink()
+    before = tree_digest(root)
+    with caplog.at_level(logging.WARNING):
+        reader = ActivationStore(root)  # rebuilt in memory from the sidecars
+    assert "no manifest.json" in caplog.text and reader.manifest_rebuilt
+    got = reader.split("train")
+    np.testing.assert_array_equal(got.region("answer"), want.region("answer"))
+    assert tree_digest(root) == before  # ... and nothing written by a reader
+    # a writer (extract, repair) writes it back; the samples are all still there
+    assert ActivationStore(root).repair() == ["rebuilt manifest.json from the chunk sidecars"]
     again = ActivationStore(root)
-    assert not (root / "chunks.new").exists() and again.ids == sorted(ids)
-    # complete new dir, old already moved aside: finished
-    again.compact()
+    assert not again.manifest_rebuilt and again.ids == sorted(ids)
+    assert json.loads((root / "manifest.json").read_text())["fingerprint"] == FP
+
+
+def test_lost_manifest_of_an_old_store_is_refused_then_adopted(tmp_path):
+    store = ActivationStore(tmp_path / "st", chunk_size=4)
+    ids = fill(store, 6)
+    root = tmp_path / "st"
+    for sc_path in (root / "chunks").glob("*.json"):  # sidecars as version 0.1.0 wrote them
+        sc = json.loads(sc_path.read_text())
+        del sc["manifest"]
+        sc_path.write_text(json.dumps(sc))
+    (root / "manifest.json").unlink()
+    reader = ActivationStore(root)
+    with pytest.raises(StoreError, match="carry only the fingerprint's hash") as err:
+        reader.split("train")
+    assert "hneuron-lens extract --store" in str(err.value)
+    other = {**FP, "cett_config": {"reduce": "max"}}
+    with pytest.raises(StoreMismatchError, match="were not written for this model"):
+        ActivationStore(root).open_for(other, layout=LAYOUT, regions=REGIONS)
+    assert len(list((root / "chunks").glob("*.npy"))) == 4  # nothing deleted
+    writer = ActivationStore(root)  # the same fingerprint: the manifest is rebuilt from it
+    writer.open_for(FP, layout=LAYOUT, regions=REGIONS)
+    writer.close()
+    assert ActivationStore(root).ids == sorted(ids)
+
+
+def test_garbage_manifest_and_missing_store(tmp_path):
+    store = ActivationStore(tmp_path / "st", chunk_size=4)
+    ids = fill(store, 5)
+    root = tmp_path / "st"
+    (root / "manifest.json").write_text("model: [yaml, not json]\n")
+    reader = ActivationStore(root)
+    with pytest.raises(StoreError, match="manifest.json is unreadable") as err:
+        reader.split("train")
+    assert "--repair" in str(err.value)
+    ActivationStore(root).repair()
+    assert ActivationStore(root).ids == sorted(ids)
+    assert list((root / "quarantine").glob("*manifest.json"))  # moved, not deleted
+    with pytest.raises(StoreError, match="no activation store here"):
+        ActivationStore(tmp_path / "nothing").split("train")
+    assert not (tmp_path / "nothing").exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StoreError, match="a file"):
+        ActivationStore(tmp_path / "afile")
+
+
+def test_a_foreign_directory_is_never_used_as_a_store(tmp_path):
+    from hneuron_lens.errors import OutputError
+
+    notes = tmp_path / "mine"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("my notes")
+    with pytest.raises(OutputError, match="did not write"):
+        ActivationStore(notes).open_for(FP, layout=LAYOUT, regions=REGIONS)
+    assert sorted(p.name for p in notes.iterdir()) == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    fill(ActivationStore(empty), 2)  # an empty directory is fine
+
+
+def test_deleted_chunk_is_reported_not_silently_dropped(tmp_path):
+    store = ActivationStore(tmp_path / "st", chunk_size=4)
+    fill(store, 10)
+    root = tmp_path / "st"
+    for p in _chunk_files(root, 2):
+        p.unlink()
+    with pytest.raises(StoreCorruptError, match="00002.json: listed in manifest.json with 2 rows"):
+        ActivationStore(root).split("train")
+
+
+def test_interrupted_compaction_recovers(tmp_path):
     import shutil
 
+    store = ActivationStore(tmp_path / "st", chunk_size=4)
+    ids = fill(store, 10)
+    root = tmp_path / "st"
+    # incomplete new dir: readers ignore it, a writer rolls it back
+    (root / "chunks.new").mkdir()
+    (root / "chunks.new" / "00000.json").write_text("{}")
+    assert ActivationStore(root).ids == sorted(ids)
+    assert (root / "chunks.new").exists()
+    ActivationStore(root).repair()
+    assert not (root / "chunks.new").exists()
+    # complete new dir, old already moved aside: readers read the new one, a writer finishes
+    again = ActivationStore(root)
+    again.compact()
     shutil.copytree(root / "chunks", root / "chunks.new")
     (root / "chunks.new" / "COMPLETE").write_text("ok")
     (root / "chunks").rename(root / "chunks.old")
+    reader = ActivationStore(root, verify=True)
+    assert reader.ids == sorted(ids) and (root / "chunks.old").exists()
+    np.testing.assert_array_equal(reader.features("answer")[0], expected(ids, "answer"))
+    ActivationStore(root).repair()
     final = ActivationStore(root, verify=True)
     assert final.ids == sorted(ids) and not (root / "chunks.old").exists()
     np.testing.assert_array_equal(final.features("answer")[0], expected(ids, "answer"))
@@ -305,3 +522,23 @@ def test_assign_splits(tmp_path):
     assert store.assign_splits({"s000": "validation", "s001": "train", "nope": "x"}) == 1
     store.close()
     assert ActivationStore(tmp_path / "st").split("validation").ids == ["s000"]
+
+
+def test_a_newer_store_format_is_never_replaced_and_leftovers_are_moved(tmp_path):
+    store = ActivationStore(tmp_path / "st", chunk_size=4)
+    fill(store, 4)
+    root = tmp_path / "st"
+    manifest = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps({**manifest, "format": 99}))
+    with pytest.raises(StoreError, match="store format 99"):
+        ActivationStore(root).open_for(FP, layout=LAYOUT, regions=REGIONS)
+    assert len(list((root / "chunks").glob("*.npy"))) == 2  # nothing deleted
+    # a store directory with chunk data but no manifest and no sidecar: moved to quarantine
+    bare = tmp_path / "bare"
+    (bare / "chunks").mkdir(parents=True)
+    (bare / "chunks" / "00000.answer.npy").write_bytes(b"partial")
+    (bare / ".hneuron_lens.json").write_text(json.dumps({"kind": "activation_store"}))
+    fill(ActivationStore(bare), 2)
+    assert [p.name.split(".", 1)[1] for p in (bare / "quarantine").iterdir()] == [
+        "00000.answer.npy"
+    ]

@@ -75,7 +75,7 @@ def test_cli_train_with_the_suppression_rule(tiny, tmp_path, monkeypatch, capsys
     store.close()
     argv = ["train", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "probe")]
     assert cli.main([*argv, "--rule", "held-out+suppression"]) == 2  # needs --Cs
-    assert "give --Cs" in caplog.text
+    assert "give --Cs" in capsys.readouterr().err  # one line on stderr, exit code 2
     extra = ["--Cs", "0.3,3", "--rule", "held-out+suppression", "--suppression-limit", "4"]
     assert cli.main([*argv, *extra, "--max-new-tokens", "3"]) == 0
     assert "QA accuracy on 4 questions per C" in capsys.readouterr().out
