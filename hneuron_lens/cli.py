@@ -325,6 +325,23 @@ def cmd_intervene(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_derive_sft(args: argparse.Namespace) -> int:
+    from hneuron_lens.derive import DeriveConfig, derive_sft
+
+    cfg = DeriveConfig(
+        base=args.base,
+        n_questions=args.n_questions,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+    )
+    derived = derive_sft(cfg, out_dir=args.out, force=args.force)
+    _emit(str(derived))
+    _emit(f"load it with: hl.load_model({str(derived.path)!r})")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     run = Path(args.run_dir)
     manifest = run / "manifest.json"
@@ -470,6 +487,21 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--out", required=True)
     i.set_defaults(func=cmd_intervene)
+
+    ds = sub.add_parser(
+        "derive-sft",
+        help="fine-tune the Gemma-3-270M base's MLPs on chat-formatted built-in QA (cached): "
+        "a real base/instruct pair for 'origin'",
+    )
+    ds.add_argument("--base", default="gemma-3-270m", help="embedded model key or local HF dir")
+    ds.add_argument("--n-questions", type=int, default=300, help="built-in questions for the SFT")
+    ds.add_argument("--epochs", type=int, default=2)
+    ds.add_argument("--batch-size", type=int, default=8)
+    ds.add_argument("--lr", type=float, default=5e-5)
+    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--out", default=None, help="output directory (default: the user cache)")
+    ds.add_argument("--force", action="store_true", help="retrain even if a valid copy exists")
+    ds.set_defaults(func=cmd_derive_sft)
 
     rep = sub.add_parser("report", help="print the summary of a run directory")
     rep.add_argument("run_dir")
