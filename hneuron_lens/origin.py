@@ -900,7 +900,7 @@ def _check_pair(base: _Checkpoint, inst: _Checkpoint) -> None:
                 f"layer {layer}: base has MLP parts {sorted(cb)}, instruct {sorted(ci)} "
                 f"(base {base.name}, instruct {inst.name})"
             )
-        for comp in cb:
+        for comp in (c for c in COMPONENTS if c in cb):
             sb, si = base.shape(cb[comp].key), inst.shape(ci[comp].key)
             if sb != si:
                 raise ModelError(
