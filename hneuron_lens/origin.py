@@ -454,15 +454,17 @@ def neuron_drift(
     with torch.no_grad():
         for j0 in range(0, n, step):
             k = min(step, n - j0)
-            xa = a.narrow(axis, j0, k).to(torch.float64)
-            xb = b.narrow(axis, j0, k).to(torch.float64)
+            # two float64 copies of the chunk, then everything in place
+            xa = a.narrow(axis, j0, k).to(torch.float64, copy=True)
+            xb = b.narrow(axis, j0, k).to(torch.float64, copy=True)
             if axis == 1:
                 xa, xb = xa.T, xb.T
             na = torch.linalg.vector_norm(xa, dim=1)
             nb = torch.linalg.vector_norm(xb, dim=1)
-            xa = xa / torch.where(na > 0, na, 1.0)[:, None]
-            xb = xb / torch.where(nb > 0, nb, 1.0)[:, None]
-            drift = 0.5 * torch.sum((xa - xb) ** 2, dim=1)
+            xa.div_(torch.where(na > 0, na, 1.0)[:, None])
+            xb.div_(torch.where(nb > 0, nb, 1.0)[:, None])
+            drift = xa.sub_(xb).square_().sum(dim=1).mul_(0.5)
+            del xa, xb
             drift = torch.where((na == 0) & (nb == 0), 0.0, drift)
             drift = torch.where((na == 0) ^ (nb == 0), 1.0, drift)
             out[j0 : j0 + k] = drift.numpy()
