@@ -516,10 +516,20 @@ def cmd_derive_sft(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
+        chat_template=None if args.chat_template == "own" else args.chat_template,
     )
     derived = derive_sft(cfg, out_dir=args.out, force=args.force)
     _emit(str(derived))
     _emit(f"load it with: hl.load_model({str(derived.path)!r})")
+    if args.write_questions:
+        from hneuron_lens.derive import analysis_questions, write_questions
+
+        items = analysis_questions(cfg, nonexistent=False)
+        write_questions(items, args.write_questions)
+        _emit(
+            f"{len(items)} built-in questions the SFT never saw -> {args.write_questions} "
+            f"(hneuron-lens run --model {derived.path} --questions {args.write_questions})"
+        )
     return 0
 
 
@@ -713,8 +723,19 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--batch-size", type=int, default=8)
     ds.add_argument("--lr", type=float, default=5e-5)
     ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument(
+        "--chat-template",
+        default="gemma",
+        choices=["gemma", "own"],
+        help="Gemma's turn format, or the tokenizer's own template",
+    )
     ds.add_argument("--out", default=None, help="output directory (default: the user cache)")
     ds.add_argument("--force", action="store_true", help="retrain even if a valid copy exists")
+    ds.add_argument(
+        "--write-questions",
+        default=None,
+        help="also write the built-in questions the SFT never saw to this JSONL file",
+    )
     ds.set_defaults(func=cmd_derive_sft)
 
     rep = sub.add_parser("report", help="print the summary of a run directory")

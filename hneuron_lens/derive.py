@@ -233,6 +233,24 @@ def analysis_questions(
     return rest
 
 
+def write_questions(items: Sequence[QAItem], path: str | os.PathLike[str]) -> Path:
+    """Write questions as an open-QA JSONL file (``qid``, ``question``, ``aliases``) atomically.
+
+    ``hneuron-lens run --questions FILE`` reads it, so a run on the derived model can be limited
+    to :func:`analysis_questions` (the fabricated-entity questions have no aliases and are left
+    out: the open-QA format cannot mark them).
+    """
+    from hneuron_lens.io import atomic_write_text
+
+    lines = [
+        json.dumps({"qid": it.qid, "question": it.question, "aliases": list(it.aliases)})
+        for it in items
+        if it.aliases
+    ]
+    atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    return Path(path)
+
+
 def check_sft_leakage(sft: Sequence[Any], samples: Sequence[Any]) -> Any:
     """Ids and normalised questions shared by the SFT questions and analysis samples.
 
