@@ -43,7 +43,8 @@ def _reference_drift(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
     a, b = a.astype(np.float64), b.astype(np.float64)
     if axis == 1:
         a, b = a.T, b.T
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):  # zero vectors: NaN, checked apart
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     return 1.0 - cos
 
 
