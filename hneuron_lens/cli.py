@@ -464,6 +464,7 @@ def cmd_origin(args: argparse.Namespace) -> int:
             evaluation,
             instruct=store.split(args.split),
             train=store.split(args.train_split),
+            base_train=training if args.ceiling == "train" else None,
             base_store=ActivationStore(out / "base_store", dtype=store.dtype),
             batch_size=args.batch_size,
             n_random=args.n_random,
@@ -704,6 +705,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--device", default="cpu", help="base model device for the transfer")
     o.add_argument("--batch-size", type=int, default=16)
     o.add_argument("--n-random", type=int, default=20, help="random layer-matched sets")
+    o.add_argument(
+        "--ceiling",
+        default="train",
+        choices=["train", "cv"],
+        help="the probe trained on base features: on the training split's base features "
+        "(costs their forward passes on the base model) or 5-fold CV on the scored samples",
+    )
     o.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples")
     o.add_argument("--n-permutations", type=int, default=10000, help="drift permutation null")
     o.add_argument("--alternative", default="greater", choices=["greater", "less", "two-sided"])

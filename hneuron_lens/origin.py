@@ -97,6 +97,8 @@ each layer (``"layer"``: z-scores and ranks per layer, so no layer drifts more t
 DRIFT_FORMAT = 1
 TRANSFER_FORMAT = 1
 _CHUNK_BYTES = 8 << 20  # float64 work space per operand while computing cosines
+TAIL = 0.1
+"""Rank tails counted by :class:`DriftSetTest` (``n_top``: rank >= 1 - TAIL, ``n_bottom``: <= TAIL)."""
 
 
 # ============================================================================================
@@ -512,6 +514,15 @@ class DriftSetTest:
     around the null mean for ``"two-sided"``)."""
     n_permutations: int
     """Random sets drawn."""
+    n_top: int = 0
+    """Neurons of the set among the least-drifting tenth (rank >= 0.9)."""
+    n_bottom: int = 0
+    """Neurons of the set among the most-drifting tenth (rank <= 0.1). The mean rank hides a
+    set that sits at both extremes; these counts show it."""
+    top_p_value: float = float("nan")
+    """Permutation p-value of at least ``n_top`` such neurons in a random layer-matched set."""
+    bottom_p_value: float = float("nan")
+    """Permutation p-value of at least ``n_bottom`` such neurons in a random layer-matched set."""
     null_values: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     """Every random set's mean rank (for plots)."""
 
@@ -526,6 +537,10 @@ class DriftSetTest:
             "null": self.null.to_dict(),
             "perm_p_value": _nan_none(self.perm_p_value),
             "n_permutations": self.n_permutations,
+            "n_top": self.n_top,
+            "n_bottom": self.n_bottom,
+            "top_p_value": _nan_none(self.top_p_value),
+            "bottom_p_value": _nan_none(self.bottom_p_value),
         }
 
     @classmethod
@@ -540,6 +555,10 @@ class DriftSetTest:
             null=Interval.from_dict(d["null"]),
             perm_p_value=_none_nan(d["perm_p_value"]),
             n_permutations=int(d["n_permutations"]),
+            n_top=int(d.get("n_top", 0)),
+            n_bottom=int(d.get("n_bottom", 0)),
+            top_p_value=_none_nan(d.get("top_p_value")),
+            bottom_p_value=_none_nan(d.get("bottom_p_value")),
             null_values=np.zeros(0) if null_values is None else np.asarray(null_values),
         )
 
@@ -626,13 +645,19 @@ def _set_test(
     in_set = np.zeros(layout.n_features, dtype=bool)
     in_set[flat] = True
     null = np.zeros(n_permutations)
+    null_top = np.zeros(n_permutations, dtype=np.int64)
+    null_bottom = np.zeros(n_permutations, dtype=np.int64)
     for layer, count in zip(*np.unique(layers, return_counts=True), strict=True):
         lo, hi = int(layout.offsets[layer]), int(layout.offsets[layer + 1])
         pool = np.flatnonzero(~in_set[lo:hi]) + lo
         if pool.size < count:  # the set fills the layer: draw from the whole layer
             pool = np.arange(lo, hi)
-        null += rank[pool][_draw_subsets(rng, pool.size, int(count), n_permutations)].sum(axis=1)
+        drawn = rank[pool][_draw_subsets(rng, pool.size, int(count), n_permutations)]
+        null += drawn.sum(axis=1)
+        null_top += (drawn >= 1 - TAIL).sum(axis=1)
+        null_bottom += (drawn <= TAIL).sum(axis=1)
     null /= k
+    n_top, n_bottom = int(np.sum(ranks >= 1 - TAIL)), int(np.sum(ranks <= TAIL))
     tail = (1 - level) / 2 * 100
     lo_q, hi_q = np.percentile(null, [tail, 100 - tail]) if n_permutations else (np.nan, np.nan)
     if alternative == "greater":
@@ -654,6 +679,10 @@ def _set_test(
         ),
         perm_p_value=(1 + extreme) / (1 + n_permutations),
         n_permutations=int(n_permutations),
+        n_top=n_top,
+        n_bottom=n_bottom,
+        top_p_value=(1 + int(np.sum(null_top >= n_top))) / (1 + n_permutations),
+        bottom_p_value=(1 + int(np.sum(null_bottom >= n_bottom))) / (1 + n_permutations),
         null_values=null,
     )
 
@@ -871,6 +900,16 @@ class DriftReport:
                 lines.append(
                     f"{v:<8} {str(t.mean_rank):<26} {t.t_statistic:>7.2f} {t.t_p_value:>9.3g} "
                     f"{str(t.null):<24} {t.perm_p_value:>9.3g}"
+                )
+            expected = n * TAIL
+            lines.append(
+                f"rank tails (random sets expect ~{expected:.1f} each): least-drifting tenth / "
+                "most-drifting tenth, permutation p"
+            )
+            for v, t in self.tests.items():
+                lines.append(
+                    f"{v:<8} {t.n_top:>3} (p {t.top_p_value:.3g}) / {t.n_bottom:>3} "
+                    f"(p {t.bottom_p_value:.3g})"
                 )
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -1452,7 +1491,7 @@ def transfer(
     *,
     instruct: Any = None,
     train: FeatureSplit | None = None,
-    base_train: FeatureSplit | None = None,
+    base_train: FeatureSplit | Sequence[Any] | None = None,
     base_span_cfg: Any = None,
     base_store: Any = None,
     batch_size: int = 16,
@@ -1474,8 +1513,11 @@ def transfer(
             ``store.split("test")``); ``None`` skips the instruct row and the drop.
         train: the instruct features the probe was trained on, for the random layer-matched
             refits (default: the split the probe was fitted on, when it still holds it).
-        base_train: base features of the training samples; when given, the ceiling probe is
-            trained on them, else it is a ``cv_folds``-fold cross-validation on ``samples``.
+        base_train: the training samples for the ceiling, as judged samples (their base
+            features are computed like those of ``samples``, through ``base_store`` when given)
+            or as a FeatureSplit of base features; the ceiling probe is trained on them. ``None``:
+            a ``cv_folds``-fold cross-validation on ``samples`` (fewer training samples than the
+            transferred probe had, so a weaker ceiling).
         base_span_cfg: how the base sees a sample (default: the probe's span config with
             ``chat=False``, i.e. the paper's ``question + "\\nAnswer: " + response``).
         base_store: an :class:`~hneuron_lens.store.ActivationStore` for the base features
@@ -1642,6 +1684,19 @@ def transfer(
 
     # Ceiling: the same probe settings trained on the base features themselves.
     t = time.perf_counter()
+    if base_train is not None and not isinstance(base_train, FeatureSplit):
+        train_samples = list(base_train)
+        overlap = {s.qid for s in train_samples} & set(ids)
+        if overlap:
+            raise DataError(
+                f"{len(overlap)} ceiling training samples are also scored (e.g. {sorted(overlap)[:3]})",
+                field="base_train",
+            )
+        base_train, train_skipped = _base_features(
+            base_model, train_samples, cett_cfg, base_span_cfg, base_store, batch_size, progress
+        )
+        if train_skipped:
+            notes.append(f"ceiling: {len(train_skipped)} training samples have no base answer span")
     report.ceiling_scores, report.ceiling_method = _ceiling(
         probe, base_split, ids, labels, base_train, cv_folds, seed, notes
     )

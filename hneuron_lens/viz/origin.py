@@ -84,8 +84,9 @@ def plot_drift_ranks(report: Any, variant: str = "global", bins: int = 20) -> An
 
 
 def plot_layer_drift(report: Any) -> Any:
-    """Drift per layer: each component's median ``1 - cos`` with its interquartile band, and the
-    tested set's neurons (mean over components) as points at their layer.
+    """Drift per layer: each component's median ``1 - cos`` (dashed), the median of every
+    neuron's mean over components with its interquartile band (the reference for the set), and the
+    tested set's neurons (their mean over components) as points at their layer.
 
     Args:
         report: a :class:`~hneuron_lens.origin.DriftReport`.
@@ -95,33 +96,44 @@ def plot_layer_drift(report: Any) -> Any:
     """
     off = report.layout.offsets
     layers = np.arange(report.layout.n_layers)
+
+    def quartiles(values: np.ndarray) -> np.ndarray:
+        return np.array(
+            [np.percentile(values[int(off[i]) : int(off[i + 1])], [25, 50, 75]) for i in layers]
+        )
+
+    mean_drift = report.drift()
     with figure("wide") as (fig, ax):
-        positive = []
+        positive = [mean_drift[mean_drift > 0]]
         for comp, values in report.components.items():
-            q = np.array(
-                [np.percentile(values[int(off[i]) : int(off[i + 1])], [25, 50, 75]) for i in layers]
-            )
             color = COMPONENT_COLORS.get(comp, COLORS["all"])
-            ax.plot(layers, q[:, 1], color=color, lw=1.5, label=f"{comp}: median 1 - cos")
-            ax.fill_between(layers, q[:, 0], q[:, 2], color=color, alpha=0.15)
+            median = quartiles(values)[:, 1]
+            ax.plot(layers, median, color=color, lw=1, ls="--", label=f"{comp}: median")
             positive.append(values[values > 0])
+        q = quartiles(mean_drift)
+        ax.plot(layers, q[:, 1], color=COLORS["reference"], lw=1.5, label="mean of components")
+        ax.fill_between(
+            layers, q[:, 0], q[:, 2], color=COLORS["all"], alpha=0.35, label="its quartiles"
+        )
         if report.neuron_set is not None:
             lay, _ = report.layout.unflatten_index(report.neuron_set)
-            mean = report.drift()[report.neuron_set]
             ax.scatter(
                 lay,
-                mean,
+                mean_drift[report.neuron_set],
                 s=18,
                 color=COLORS["h"],
                 zorder=3,
-                label=f"H-Neurons (n={report.neuron_set.size}): mean over components",
+                label=f"H-Neurons (n={report.neuron_set.size}): mean of components",
             )
         pos = np.concatenate(positive) if positive else np.zeros(0)
         if pos.size and pos.max() / max(pos.min(), 1e-300) > 100:
             ax.set_yscale("log")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer")
         ax.set_ylabel("1 - cos(base, instruct)")
-        ax.set_title("parameter drift per layer (band: interquartile range)")
+        ax.set_title("parameter drift per layer")
         ax.legend(loc="best")
     return fig
 

@@ -105,6 +105,9 @@ def test_planted_stable_set_ranks_near_one(llama_pair):
         assert t.mean_rank.estimate > 0.85
         assert t.t_p_value < 1e-3 and t.perm_p_value < 0.01
         assert t.null.contains(0.5) and abs(t.null.estimate - 0.5) < 0.1
+        # every stable neuron sits in the least-drifting tenth, none in the most-drifting one
+        assert t.n_top == 12 and t.n_bottom == 0
+        assert t.top_p_value < 0.01 and t.bottom_p_value == 1.0
 
 
 def test_planted_unstable_set_ranks_near_zero(llama_pair):
@@ -123,6 +126,7 @@ def test_planted_unstable_set_ranks_near_zero(llama_pair):
         assert t.mean_rank.estimate < 0.15
         assert t.mean_rank.high < 0.5
         assert t.t_p_value < 1e-3 and t.perm_p_value < 0.01
+        assert t.n_bottom >= 10 and t.bottom_p_value < 0.01
 
 
 def test_random_set_null_is_centred_at_one_half(llama_pair):
@@ -291,6 +295,8 @@ def test_report_save_load_tables(llama_pair, tmp_path):
     for c in report.components:
         np.testing.assert_array_equal(back.components[c], report.components[c])
     assert back.tests["layer"].perm_p_value == report.tests["layer"].perm_p_value
+    assert back.tests["global"].n_top == report.tests["global"].n_top
+    assert back.tests["global"].top_p_value == report.tests["global"].top_p_value
     np.testing.assert_array_equal(
         back.tests["global"].null_values, report.tests["global"].null_values
     )
@@ -306,7 +312,7 @@ def test_report_save_load_tables(llama_pair, tmp_path):
     per_layer = report.per_layer()
     assert list(per_layer["n_set"]) == [6, 6]
     text = str(report)
-    assert "mean rank" in text and "global" in text and "layer" in text
+    assert "mean rank" in text and "global" in text and "layer" in text and "rank tails" in text
     report.save(tmp_path / "drift")  # replacing its own output is fine
     (tmp_path / "drift" / "mine.txt").write_text("not yours")
     with pytest.raises(OutputError):
@@ -324,7 +330,7 @@ def test_figures(llama_pair, tmp_path):
     assert len(fig.axes) == 2
     assert len(plot_drift_ranks(weight_drift(base_dir, inst_dir, progress=False)).axes) == 1
     fig2 = plot_layer_drift(report)
-    assert len(fig2.axes[0].lines) == 3
+    assert len(fig2.axes[0].lines) == 4  # three components and their mean
     for name, f in (("ranks.png", fig), ("layers.svg", fig2)):
         path = save_figure(f, tmp_path / name)
         assert path.stat().st_size > 1000

@@ -13,7 +13,7 @@ import torch
 
 from hneuron_lens.cett import CETTConfig
 from hneuron_lens.data.records import JudgedSample
-from hneuron_lens.errors import ModelError, ProbeError
+from hneuron_lens.errors import DataError, ModelError, ProbeError
 from hneuron_lens.extract import extract
 from hneuron_lens.features import NeuronLayout
 from hneuron_lens.models import boot_bridge
@@ -183,6 +183,15 @@ def test_ceiling_from_base_training_features(pair):
     )
     assert report.ceiling_method == "trained on base features of the training split"
     assert report.ceiling is not None
+    # the same ceiling from the training samples themselves (features computed on the base)
+    from_samples = transfer(
+        probe, base, test, base_train=train, n_random=0, n_resamples=50, progress=False
+    )
+    np.testing.assert_allclose(
+        from_samples.ceiling_scores, report.ceiling_scores, rtol=1e-6, atol=1e-6
+    )
+    with pytest.raises(DataError, match="also scored"):
+        transfer(probe, base, test, base_train=test, n_random=0, progress=False)
 
 
 def test_refusals(pair):
