@@ -455,6 +455,11 @@ def cmd_origin(args: argparse.Namespace) -> int:
                 f"leakage check: none of {len(evaluation) + len(training)} samples is one of the {n_sft} SFT questions"
             )
         t = time.perf_counter()
+        instruct_model = None
+        if args.format_control:
+            instruct_model = _load_model(
+                argparse.Namespace(model=instruct, dtype=args.dtype, device=args.device)
+            )
         base_model = _load_model(
             argparse.Namespace(model=args.base, dtype=args.dtype, device=args.device)
         )
@@ -465,6 +470,7 @@ def cmd_origin(args: argparse.Namespace) -> int:
             instruct=store.split(args.split),
             train=store.split(args.train_split),
             base_train=training if args.ceiling == "train" else None,
+            format_control=instruct_model,
             base_store=ActivationStore(out / "base_store", dtype=store.dtype),
             batch_size=args.batch_size,
             n_random=args.n_random,
@@ -478,11 +484,14 @@ def cmd_origin(args: argparse.Namespace) -> int:
             "n": report.n,
             "base_auroc": report.base.auroc.to_dict(),
             "instruct_auroc": None if report.instruct is None else report.instruct.auroc.to_dict(),
+            "format_control_auroc": None
+            if report.format_control is None
+            else report.format_control.auroc.to_dict(),
             "random": None if report.random is None else report.random.to_dict(),
             "ceiling_auroc": None if report.ceiling is None else report.ceiling.auroc.to_dict(),
         }
         _emit(str(report))
-        del base_model
+        del base_model, instruct_model
     if not args.no_drift:
         t = time.perf_counter()
         drift = weight_drift(
@@ -716,6 +725,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--n-permutations", type=int, default=10000, help="drift permutation null")
     o.add_argument("--alternative", default="greater", choices=["greater", "less", "two-sided"])
     o.add_argument("--seed", type=int, default=0)
+    o.add_argument(
+        "--format-control",
+        action="store_true",
+        help="also score the instruct model under the base prompt (loads the instruct model): "
+        "what the prompt format alone costs",
+    )
     o.add_argument("--no-transfer", action="store_true", help="drift only (no model is loaded)")
     o.add_argument("--no-drift", action="store_true", help="transfer only")
     o.set_defaults(func=cmd_origin)

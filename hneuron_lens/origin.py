@@ -1181,6 +1181,11 @@ class TransferReport:
     """The probe on the instruct features (its own model)."""
     auroc_drop: Interval | None = None
     """Instruct AUROC minus base AUROC (paired stratified bootstrap)."""
+    format_control: TransferMetrics | None = None
+    """The probe on the *instruct* model's CETT under the base prompt: what the prompt format
+    alone costs, with no weight changed (``transfer(..., format_control=instruct_model)``)."""
+    format_control_scores: np.ndarray | None = None
+    """Its log-odds."""
     random: RandomTransfer | None = None
     """Random layer-matched neuron sets, trained on instruct, scored on both."""
     random_base_scores: np.ndarray | None = field(default=None, repr=False)
@@ -1209,6 +1214,7 @@ class TransferReport:
             method = self.ceiling_method.split(" on ")[0]
         return [
             ("probe (unchanged)", "instruct", self.instruct),
+            ("probe, base prompt (format control)", "instruct", self.format_control),
             ("probe (unchanged)", "base", self.base),
             (f"ceiling: trained on base ({method})", "base", self.ceiling),
         ]
@@ -1268,6 +1274,10 @@ class TransferReport:
             "instruct": None if self.instruct is None else self.instruct.to_dict(),
             "instruct_scores": arr(self.instruct_scores),
             "auroc_drop": None if self.auroc_drop is None else self.auroc_drop.to_dict(),
+            "format_control": None
+            if self.format_control is None
+            else self.format_control.to_dict(),
+            "format_control_scores": arr(self.format_control_scores),
             "random": None if self.random is None else self.random.to_dict(),
             "random_base_scores": arr(self.random_base_scores),
             "ceiling": None if self.ceiling is None else self.ceiling.to_dict(),
@@ -1298,6 +1308,10 @@ class TransferReport:
             instruct_scores=arr(d["instruct_scores"]),
             instruct=None if d["instruct"] is None else TransferMetrics.from_dict(d["instruct"]),
             auroc_drop=None if d["auroc_drop"] is None else Interval.from_dict(d["auroc_drop"]),
+            format_control=None
+            if d.get("format_control") is None
+            else TransferMetrics.from_dict(d["format_control"]),
+            format_control_scores=arr(d.get("format_control_scores")),
             random=None if d["random"] is None else RandomTransfer.from_dict(d["random"]),
             random_base_scores=arr(d["random_base_scores"]),
             ceiling=None if d["ceiling"] is None else TransferMetrics.from_dict(d["ceiling"]),
@@ -1492,6 +1506,7 @@ def transfer(
     instruct: Any = None,
     train: FeatureSplit | None = None,
     base_train: FeatureSplit | Sequence[Any] | None = None,
+    format_control: Any = None,
     base_span_cfg: Any = None,
     base_store: Any = None,
     batch_size: int = 16,
@@ -1518,6 +1533,9 @@ def transfer(
             or as a FeatureSplit of base features; the ceiling probe is trained on them. ``None``:
             a ``cv_folds``-fold cross-validation on ``samples`` (fewer training samples than the
             transferred probe had, so a weaker ceiling).
+        format_control: the instruct model (a ``TransformerBridge``): when given, the probe is
+            also applied to its CETT under the *base* prompt, which separates what the prompt
+            format costs from what the weight changes cost.
         base_span_cfg: how the base sees a sample (default: the probe's span config with
             ``chat=False``, i.e. the paper's ``question + "\\nAnswer: " + response``).
         base_store: an :class:`~hneuron_lens.store.ActivationStore` for the base features
@@ -1636,6 +1654,29 @@ def transfer(
             seed=seed,
             stratify=labels,
         )
+
+    if format_control is not None:
+        t = time.perf_counter()
+        _check_layout(probe, format_control)
+        fc_split, fc_skipped = _base_features(
+            format_control, samples, cett_cfg, base_span_cfg, None, batch_size, progress
+        )
+        missing = [i for i in ids if i not in set(fc_split.ids)]
+        if missing:
+            notes.append(
+                f"format control: {len(missing)} samples have no answer span under the base "
+                "prompt on the instruct tokenizer; control skipped"
+            )
+        else:
+            report.format_control_scores = probe.decision_function(_rows(fc_split, ids))
+            report.format_control = _metrics(
+                "probe on instruct, base prompt",
+                labels,
+                report.format_control_scores,
+                n_resamples,
+                seed,
+            )
+        seconds["format control"] = time.perf_counter() - t
 
     # Random layer-matched sets: the H-Neurons' like-for-like control.
     h = probe.h_neurons

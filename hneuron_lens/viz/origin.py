@@ -183,6 +183,16 @@ def plot_transfer_roc(report: Any) -> Any:
                 lw=2,
                 label=f"probe on instruct ({report.instruct.auroc})",
             )
+        if report.format_control_scores is not None and report.format_control is not None:
+            fpr, tpr = _roc(y, report.format_control_scores)
+            ax.plot(
+                fpr,
+                tpr,
+                color=COLORS["instruct"],
+                ls="--",
+                lw=1.5,
+                label=f"instruct, base prompt ({report.format_control.auroc.estimate:.3f})",
+            )
         fpr, tpr = _roc(y, report.base_scores)
         ax.plot(fpr, tpr, color=COLORS["base"], lw=2, label=f"probe on base ({report.base.auroc})")
         ax.plot([0, 1], [0, 1], color=COLORS["reference"], ls=":", lw=1)

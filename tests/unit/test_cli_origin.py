@@ -77,7 +77,7 @@ def _args(root, out):
 def test_origin_cli_end_to_end(setup, capsys):
     root = setup
     out = root / "out"
-    assert main(_args(root, out)) == 0
+    assert main([*_args(root, out), "--format-control"]) == 0
     text = capsys.readouterr().out
     assert "probe transfer" in text and "parameter drift" in text
     for name in (
@@ -92,6 +92,7 @@ def test_origin_cli_end_to_end(setup, capsys):
     assert (out / "drift" / "drift.safetensors").is_file() and (out / "base_store").is_dir()
     summary = json.loads((out / "origin.json").read_text())
     assert summary["transfer"]["n"] == 16
+    assert summary["transfer"]["format_control_auroc"] is not None
     assert set(summary["drift"]) == {"global", "layer"}
     assert summary["leakage_check"]["samples_checked"] == 52
     # rerunning into its own output is allowed (the base store is reused)

@@ -225,3 +225,28 @@ def test_report_save_load_tables_and_figure(pair, tmp_path):
     fig = plot_transfer_roc(report)
     assert len(fig.axes[0].lines) == 3 + 3 + 1  # random sets, ceiling/instruct/base, chance
     assert save_figure(fig, tmp_path / "roc.png").stat().st_size > 1000
+
+
+def test_format_control_separates_prompt_from_weights(pair):
+    instruct, base, store, probe, test = pair
+    # the base model *is* the instruct model: the transfer equals the format control exactly
+    same = transfer(
+        probe,
+        instruct,
+        test,
+        instruct=store.split("test"),
+        format_control=instruct,
+        n_random=0,
+        n_resamples=50,
+        progress=False,
+    )
+    np.testing.assert_allclose(same.format_control_scores, same.base_scores, rtol=1e-6, atol=1e-6)
+    other = transfer(
+        probe, base, test, format_control=instruct, n_random=0, n_resamples=50, progress=False
+    )
+    assert other.format_control is not None
+    np.testing.assert_allclose(other.format_control_scores, same.base_scores, rtol=1e-6, atol=1e-6)
+    assert "format control" in str(other)
+    assert (
+        TransferReport.from_dict(other.to_dict()).format_control.auroc == other.format_control.auroc
+    )
