@@ -473,11 +473,12 @@ def neuron_drift(
     return out
 
 
-def _zscore(x: np.ndarray) -> tuple[np.ndarray, bool]:
+def _zscore(x: np.ndarray) -> np.ndarray:
+    """``(x - mean) / sd``; all zeros when ``x`` is constant."""
     sd = float(x.std())
     if not np.isfinite(sd) or sd == 0.0:
-        return np.zeros_like(x), False
-    return (x - x.mean()) / sd, True
+        return np.zeros_like(x)
+    return (x - x.mean()) / sd
 
 
 def _normalised_rank(score: np.ndarray) -> np.ndarray:
@@ -915,6 +916,32 @@ class DriftReport:
         return "\n".join(lines)
 
 
+def _scores_and_ranks(
+    components: dict[str, np.ndarray], layout: NeuronLayout
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Mean z-score of the components and its normalised rank, per variant (see VARIANTS)."""
+    layers = [
+        slice(int(a), int(b)) for a, b in zip(layout.offsets[:-1], layout.offsets[1:], strict=True)
+    ]
+
+    def per_layer(x: np.ndarray, fn: Any) -> np.ndarray:
+        out = np.zeros_like(x, dtype=np.float64)
+        for sl in layers:
+            out[sl] = fn(x[sl])
+        return out
+
+    stacked = list(components.values())
+    scores = {
+        "global": np.mean([_zscore(v) for v in stacked], axis=0),
+        "layer": np.mean([per_layer(v, _zscore) for v in stacked], axis=0),
+    }
+    ranks = {
+        "global": _normalised_rank(scores["global"]),
+        "layer": per_layer(scores["layer"], _normalised_rank),
+    }
+    return scores, ranks
+
+
 def _check_alternative(alternative: str) -> None:
     if alternative not in ("greater", "less", "two-sided"):
         raise ValueError(
@@ -1014,35 +1041,16 @@ def weight_drift(
             del wb, wi
     components = {c: np.concatenate(v) for c, v in parts.items()}
 
+    scores, ranks = _scores_and_ranks(components, layout)
     notes: list[str] = []
-    scores: dict[str, np.ndarray] = {}
-    varying = {c: bool(np.ptp(v) > 0) for c, v in components.items()}
-    for variant in VARIANTS:
-        zs = []
-        for v in components.values():
-            if variant == "global":
-                z, _ = _zscore(v)
-            else:
-                z = np.zeros_like(v)
-                off = layout.offsets
-                for layer in range(layout.n_layers):
-                    sl = slice(int(off[layer]), int(off[layer + 1]))
-                    z[sl], _ = _zscore(v[sl])
-            zs.append(z)
-        scores[variant] = np.mean(np.stack(zs), axis=0)
-    ranks = {"global": _normalised_rank(scores["global"]), "layer": np.zeros(layout.n_features)}
-    off = layout.offsets
-    for layer in range(layout.n_layers):  # per-layer z-scores are ranked within their layer
-        sl = slice(int(off[layer]), int(off[layer + 1]))
-        ranks["layer"][sl] = _normalised_rank(scores["layer"][sl])
     if all(not np.any(v) for v in components.values()):
         notes.append(
             "the two checkpoints have identical MLP weights: every drift is 0, all neurons tie "
             "at rank 0.5 and the tests are undefined"
         )
     else:
-        for c, ok in varying.items():
-            if not ok:
+        for c, v in components.items():
+            if np.ptp(v) == 0:
                 notes.append(
                     f"component {c!r} drifts the same for every neuron: its z-scores are 0"
                 )
