@@ -33,6 +33,7 @@ _LAZY: dict[str, str] = {
     "JudgedSample": "data.records",
     "MCItem": "data.records",
     "QAItem": "data.records",
+    "DeriveConfig": "derive",
     "DataError": "errors",
     "DependencyError": "errors",
     "HNeuronLensError": "errors",
@@ -63,6 +64,8 @@ _LAZY: dict[str, str] = {
     "load_model": "models",
     "model_identity": "models",
     "neuron_sites": "models",
+    "DriftReport": "origin",
+    "TransferReport": "origin",
     "RunConfig": "pipeline",
     "run_pipeline": "pipeline",
     "NeuronTable": "probe",
@@ -84,7 +87,7 @@ _LAZY: dict[str, str] = {
 }
 
 # public submodules reachable as attributes (``hl.stats.wilson_interval``)
-_SUBMODULES = ("compat", "errors", "stats")
+_SUBMODULES = ("compat", "derive", "errors", "origin", "stats", "viz")
 
 # explicit, so tools see the re-exports; a test checks it matches _LAZY and _SUBMODULES
 __all__ = [
@@ -93,6 +96,8 @@ __all__ = [
     "CollectConfig",
     "DataError",
     "DependencyError",
+    "DeriveConfig",
+    "DriftReport",
     "ExtractReport",
     "FAITHFUL",
     "FeatureSplit",
@@ -128,6 +133,7 @@ __all__ = [
     "SweepReport",
     "TokenBatch",
     "TokenizedSample",
+    "TransferReport",
     "UnsupportedModelError",
     "UsageError",
     "__version__",
@@ -140,6 +146,7 @@ __all__ = [
     "compat",
     "compute_features",
     "consistency_filter",
+    "derive",
     "errors",
     "extract",
     "generate",
@@ -150,11 +157,13 @@ __all__ = [
     "load_model",
     "model_identity",
     "neuron_sites",
+    "origin",
     "probe_path",
     "run_pipeline",
     "stats",
     "suppression_accuracy",
     "tokenize_samples",
+    "viz",
 ]
 
 
@@ -193,11 +202,12 @@ sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
-    from hneuron_lens import compat, errors, stats
+    from hneuron_lens import compat, derive, errors, origin, stats, viz
     from hneuron_lens.cett import CETTConfig, TokenBatch, cett, collate, length_buckets
     from hneuron_lens.collect import CollectConfig, collect, judge_collected, load_collected
     from hneuron_lens.compat import check_kv_cache
     from hneuron_lens.data.records import FAITHFUL, HALLUCINATED, JudgedSample, MCItem, QAItem
+    from hneuron_lens.derive import DeriveConfig
     from hneuron_lens.errors import (
         DataError,
         DependencyError,
@@ -233,6 +243,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         model_identity,
         neuron_sites,
     )
+    from hneuron_lens.origin import DriftReport, TransferReport
     from hneuron_lens.pipeline import RunConfig, run_pipeline
     from hneuron_lens.probe import NeuronTable, ProbePath, ProbeReport, SparseProbe, probe_path
     from hneuron_lens.spans import SpanConfig, SpanReport, TokenizedSample, tokenize_samples

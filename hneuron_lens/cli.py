@@ -8,6 +8,8 @@ hneuron-lens evaluate --probe probe/ --store store/
 hneuron-lens intervene --probe probe/ --task falseqa --data falseqa_test.csv --out sweep/
 hneuron-lens report runs/default
 hneuron-lens store store/ [--verify] [--repair]
+hneuron-lens derive-sft                         # a (base, instruct) pair: Gemma-3-270M + short SFT
+hneuron-lens origin --run runs/x --base gemma-3-270m --out origin/
 
 Errors. Every user error is an :class:`~hneuron_lens.errors.HNeuronLensError`; :func:`main` prints
 it as one line, ``error: <what> (<file>:<line> <field>): <what to do>``, and exits with code 2
@@ -548,6 +550,195 @@ def cmd_intervene(args: argparse.Namespace) -> int:
     return 0
 
 
+def _origin_samples(args: argparse.Namespace, store: Any) -> tuple[list[Any], list[Any]]:
+    """The probe's evaluation and training samples, checked against the store's hashes.
+
+    From a run directory (``--run``): the run's responses are judged again exactly as the
+    pipeline did; otherwise from a judged file (``--samples``).
+    """
+    from hneuron_lens.errors import DataError
+    from hneuron_lens.extract import sample_sha256
+
+    if args.samples:
+        samples = _load_samples(args.samples, "judged")
+        source = args.samples
+    else:
+        from hneuron_lens.collect import judge_collected, load_collected
+        from hneuron_lens.pipeline import attach_answer_text
+
+        responses = Path(args.run) / "responses.jsonl"
+        if not responses.is_file():
+            raise DataError("no responses.jsonl in the run directory", file=responses)
+        samples, _ = judge_collected(load_collected(responses))
+        samples, _ = attach_answer_text(samples)
+        source = str(responses)
+    by_id = {s.qid: s for s in samples}
+    picked = []
+    for name in (args.split, args.train_split):
+        ids = store.split(name).ids
+        missing = [i for i in ids if i not in by_id]
+        changed = [
+            i
+            for i in ids
+            if i in by_id and store.sample_hash(i) not in (None, sample_sha256(by_id[i]))
+        ]
+        if missing or changed:
+            raise DataError(
+                f"{len(missing)} samples of split {name!r} are missing from {source} and "
+                f"{len(changed)} differ from the ones stored (e.g. {(missing + changed)[:3]})",
+                file=source,
+                hint="pass the judged samples the store was extracted from (--samples)",
+            )
+        picked.append([by_id[i] for i in ids])
+    return picked[0], picked[1]
+
+
+def cmd_origin(args: argparse.Namespace) -> int:
+    import platform
+    import time
+
+    from hneuron_lens import __version__
+    from hneuron_lens.derive import assert_no_sft_leakage
+    from hneuron_lens.errors import DataError
+    from hneuron_lens.io import atomic_write_text
+    from hneuron_lens.origin import transfer, weight_drift
+    from hneuron_lens.probe import SparseProbe
+    from hneuron_lens.store import ActivationStore
+    from hneuron_lens.viz.origin import plot_drift_ranks, plot_layer_drift, plot_transfer_roc
+    from hneuron_lens.viz.style import save_figure
+
+    run = Path(args.run) if args.run else None
+    probe_dir = args.probe or (run / "probe" if run else None)
+    store_dir = args.store or (run / "store" if run else None)
+    instruct = args.instruct
+    if instruct is None and run is not None and (run / "manifest.json").is_file():
+        instruct = json.loads((run / "manifest.json").read_text())["config"]["model"]
+    if probe_dir is None or instruct is None:
+        raise DataError(
+            "origin needs --run RUN_DIR, or --probe, --store, --samples and --instruct",
+            field="--run",
+        )
+    from hneuron_lens.io import claim_output_dir
+
+    out = claim_output_dir(args.out, "origin")  # new, empty or an earlier origin output
+    probe = SparseProbe.load(probe_dir)
+    summary: dict[str, Any] = {
+        "library_version": __version__,
+        "python": platform.python_version(),
+        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "instruct": str(instruct),
+        "base": args.base,
+        "n_h_neurons": len(probe.h_neurons),
+        "seconds": {},
+    }
+    if not args.no_transfer:
+        if store_dir is None:
+            raise DataError(
+                "the transfer needs the instruct store (--store or --run)", field="--store"
+            )
+        store = ActivationStore(store_dir)
+        evaluation, training = _origin_samples(args, store)
+        n_sft = (
+            assert_no_sft_leakage(instruct, evaluation + training) if Path(instruct).is_dir() else 0
+        )
+        summary["leakage_check"] = {
+            "sft_questions": n_sft,
+            "samples_checked": len(evaluation) + len(training),
+            "overlap": 0,
+        }
+        if n_sft:
+            _emit(
+                f"leakage check: none of {len(evaluation) + len(training)} samples is one of the {n_sft} SFT questions"
+            )
+        t = time.perf_counter()
+        instruct_model = None
+        if args.format_control:
+            instruct_model = _load_model(
+                argparse.Namespace(model=instruct, dtype=args.dtype, device=args.device)
+            )
+        base_model = _load_model(
+            argparse.Namespace(model=args.base, dtype=args.dtype, device=args.device)
+        )
+        report = transfer(
+            probe,
+            base_model,
+            evaluation,
+            instruct=store.split(args.split),
+            train=store.split(args.train_split),
+            base_train=training if args.ceiling == "train" else None,
+            format_control=instruct_model,
+            base_store=ActivationStore(out / "base_store", dtype=store.dtype),
+            batch_size=args.batch_size,
+            n_random=args.n_random,
+            n_resamples=args.n_resamples,
+            seed=args.seed,
+        )
+        summary["seconds"]["transfer"] = time.perf_counter() - t
+        report.save(out / "transfer.json")
+        save_figure(plot_transfer_roc(report), out / "transfer_roc.png")
+        summary["transfer"] = {
+            "n": report.n,
+            "base_auroc": report.base.auroc.to_dict(),
+            "instruct_auroc": None if report.instruct is None else report.instruct.auroc.to_dict(),
+            "format_control_auroc": None
+            if report.format_control is None
+            else report.format_control.auroc.to_dict(),
+            "random": None if report.random is None else report.random.to_dict(),
+            "ceiling_auroc": None if report.ceiling is None else report.ceiling.auroc.to_dict(),
+        }
+        _emit(str(report))
+        del base_model, instruct_model
+    if not args.no_drift:
+        t = time.perf_counter()
+        drift = weight_drift(
+            args.base,
+            instruct,
+            probe.h_neurons,
+            n_permutations=args.n_permutations,
+            n_resamples=args.n_resamples,
+            alternative=args.alternative,
+            seed=args.seed,
+        )
+        summary["seconds"]["drift"] = time.perf_counter() - t
+        drift.save(out / "drift")
+        save_figure(plot_drift_ranks(drift, "global"), out / "drift_ranks.png")
+        save_figure(plot_drift_ranks(drift, "layer"), out / "drift_ranks_layer.png")
+        save_figure(plot_layer_drift(drift), out / "layer_drift.png")
+        summary["drift"] = {v: t.to_dict() for v, t in drift.tests.items()}
+        summary["drift_notes"] = drift.notes
+        _emit(str(drift))
+    atomic_write_text(out / "origin.json", json.dumps(summary, indent=1, default=str))
+    _emit(f"origin analysis written to {out}")
+    return 0
+
+
+def cmd_derive_sft(args: argparse.Namespace) -> int:
+    from hneuron_lens.derive import DeriveConfig, derive_sft
+
+    cfg = DeriveConfig(
+        base=args.base,
+        n_questions=args.n_questions,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        chat_template=None if args.chat_template == "own" else args.chat_template,
+    )
+    derived = derive_sft(cfg, out_dir=args.out, force=args.force)
+    _emit(str(derived))
+    _emit(f"load it with: hl.load_model({str(derived.path)!r})")
+    if args.write_questions:
+        from hneuron_lens.derive import analysis_questions, write_questions
+
+        items = analysis_questions(cfg, nonexistent=False)
+        write_questions(items, args.write_questions)
+        _emit(
+            f"{len(items)} built-in questions the SFT never saw -> {args.write_questions} "
+            f"(hneuron-lens run --model {derived.path} --questions {args.write_questions})"
+        )
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     run = Path(args.run_dir)
     manifest = run / "manifest.json"
@@ -754,6 +945,78 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--out", required=True)
     i.set_defaults(func=cmd_intervene)
+
+    o = sub.add_parser(
+        "origin",
+        help="trace H-Neurons to the base checkpoint: probe transfer and per-neuron weight drift",
+    )
+    o.add_argument(
+        "--run", default=None, help="an 'hneuron-lens run' directory on the instruct model"
+    )
+    o.add_argument(
+        "--base", required=True, help="base checkpoint: embedded key, local HF dir, hub id"
+    )
+    o.add_argument(
+        "--instruct", default=None, help="instruct checkpoint (default: the model of --run)"
+    )
+    o.add_argument("--probe", default=None, help="probe directory (default: RUN/probe)")
+    o.add_argument("--store", default=None, help="instruct feature store (default: RUN/store)")
+    o.add_argument("--samples", default=None, help="judged samples (default: judged from RUN)")
+    o.add_argument("--split", default="test", help="the samples the transfer scores")
+    o.add_argument("--train-split", default="train", help="for the random-set refits")
+    o.add_argument(
+        "--out", required=True, help="output directory (new, or an earlier origin output)"
+    )
+    o.add_argument("--dtype", default="float32", help="base model dtype for the transfer")
+    o.add_argument("--device", default="cpu", help="base model device for the transfer")
+    o.add_argument("--batch-size", type=int, default=16)
+    o.add_argument("--n-random", type=int, default=20, help="random layer-matched sets")
+    o.add_argument(
+        "--ceiling",
+        default="train",
+        choices=["train", "cv"],
+        help="the probe trained on base features: on the training split's base features "
+        "(costs their forward passes on the base model) or 5-fold CV on the scored samples",
+    )
+    o.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples")
+    o.add_argument("--n-permutations", type=int, default=10000, help="drift permutation null")
+    o.add_argument("--alternative", default="greater", choices=["greater", "less", "two-sided"])
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument(
+        "--format-control",
+        action="store_true",
+        help="also score the instruct model under the base prompt (loads the instruct model): "
+        "what the prompt format alone costs",
+    )
+    o.add_argument("--no-transfer", action="store_true", help="drift only (no model is loaded)")
+    o.add_argument("--no-drift", action="store_true", help="transfer only")
+    o.set_defaults(func=cmd_origin)
+
+    ds = sub.add_parser(
+        "derive-sft",
+        help="fine-tune the Gemma-3-270M base's MLPs on chat-formatted built-in QA (cached): "
+        "a real base/instruct pair for 'origin'",
+    )
+    ds.add_argument("--base", default="gemma-3-270m", help="embedded model key or local HF dir")
+    ds.add_argument("--n-questions", type=int, default=300, help="built-in questions for the SFT")
+    ds.add_argument("--epochs", type=int, default=2)
+    ds.add_argument("--batch-size", type=int, default=8)
+    ds.add_argument("--lr", type=float, default=5e-5)
+    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument(
+        "--chat-template",
+        default="gemma",
+        choices=["gemma", "own"],
+        help="Gemma's turn format, or the tokenizer's own template",
+    )
+    ds.add_argument("--out", default=None, help="output directory (default: the user cache)")
+    ds.add_argument("--force", action="store_true", help="retrain even if a valid copy exists")
+    ds.add_argument(
+        "--write-questions",
+        default=None,
+        help="also write the built-in questions the SFT never saw to this JSONL file",
+    )
+    ds.set_defaults(func=cmd_derive_sft)
 
     rep = sub.add_parser("report", help="print the summary of a run directory")
     rep.add_argument("run_dir")

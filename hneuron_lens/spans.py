@@ -1,8 +1,9 @@
 """Token spans: turn a judged (question, response) pair into token ids and region positions.
 
 The model sees the conversation rendered by its own chat template (base models without a
-template get the paper's base prompt, ``question + "\\nAnswer: " + response``). Regions are
-found by **character offsets** of the tokenised text, never by comparing decoded strings:
+template get the paper's base prompt, ``question + "\\nAnswer: " + response``, after the BOS
+token the tokenizer adds by itself, as in generation). Regions are found by **character
+offsets** of the tokenised text, never by comparing decoded strings:
 
 * ``input``: every token that ends before the response starts (the prompt);
 * ``output``: the tokens that overlap the response's characters;
@@ -144,13 +145,31 @@ def _user_content(question: str, cfg: SpanConfig) -> str:
     return question if not cfg.suffix else f"{question} {cfg.suffix}"
 
 
+def _uses_chat(tokenizer: Any, cfg: SpanConfig) -> bool:
+    return cfg.chat if cfg.chat is not None else bool(getattr(tokenizer, "chat_template", None))
+
+
+def base_bos_ids(tokenizer: Any) -> list[int]:
+    """The BOS id a base prompt starts with: ``[bos]`` when the tokenizer adds one by itself.
+
+    Chat templates write their own BOS; a base prompt gets the one the tokenizer would add with
+    its special tokens (Gemma, Llama), as :func:`hneuron_lens.generation.build_prompt_ids` does
+    when it generates, so teacher-forced CETT sees the prompt the model answered.
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if not isinstance(bos, int):
+        return []
+    ids = list(tokenizer("", add_special_tokens=True)["input_ids"])
+    return [bos] if ids[:1] == [bos] else []
+
+
 def render(tokenizer: Any, question: str, response: str, cfg: SpanConfig) -> tuple[str, int, int]:
     """Render a (question, response) pair to text.
 
     Returns:
         ``(text, response_start, response_end)`` with character offsets of the response in text.
     """
-    use_chat = cfg.chat if cfg.chat is not None else bool(getattr(tokenizer, "chat_template", None))
+    use_chat = _uses_chat(tokenizer, cfg)
     if not use_chat:
         prompt = f"{_user_content(question, cfg)}\nAnswer: "
         return prompt + response, len(prompt), len(prompt) + len(response)
@@ -236,6 +255,9 @@ def tokenize_sample(tokenizer: Any, sample: JudgedSample, cfg: SpanConfig) -> To
         raise SpanError("tokenizer gives no offset mapping (use a fast tokenizer)") from err
     ids = list(enc["input_ids"])
     offsets = [tuple(o) for o in enc["offset_mapping"]]
+    if not _uses_chat(tokenizer, cfg):
+        bos = base_bos_ids(tokenizer)
+        ids, offsets = bos + ids, [(0, 0)] * len(bos) + offsets
     response_tokens = _tokens_overlapping(offsets, r_start, r_end)
     if response_tokens is None:
         raise SpanError("response has no tokens")

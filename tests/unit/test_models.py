@@ -9,11 +9,11 @@ import torch
 
 from hneuron_lens.models import (
     UnsupportedModelError,
-    _quick_digest,
     cached_copy_is_valid,
     load_model,
     model_identity,
     neuron_sites,
+    quick_digest,
 )
 from hneuron_lens.testing import FAMILIES, tiny_model
 
@@ -62,7 +62,7 @@ def test_cached_copy_validation(tmp_path):
     target.mkdir()
     weights = target / "model.safetensors"
     weights.write_bytes(b"x" * 3_000_000)
-    manifest = {"format": 1, "source_size": 10, "files": {weights.name: _quick_digest(weights)}}
+    manifest = {"format": 1, "source_size": 10, "files": {weights.name: quick_digest(weights)}}
     (target / "hneuron_cache.json").write_text(json.dumps(manifest))
     assert cached_copy_is_valid(target)
     with open(weights, "r+b") as f:  # damage the tail
