@@ -149,17 +149,18 @@ def test_report_without_javascript_shows_static_tables(browser, report_file, tin
 def test_cli_report_html_without_views(tiny_run, tmp_path, capsys) -> None:
     run, _, _ = tiny_run
     out = tmp_path / "r.html"
-    assert main(["report", str(run), "--html", "--no-neuron-views", "--n-random", "2", "--out", str(out)]) == 0
+    cmd = ["report", str(run), "--html", "--no-neuron-views", "--n-random", "2"]
+    assert main([*cmd, "--out", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
     assert GENERATOR in text[:1000]
     assert text.count("<img") == N_FIGURES
     assert "CircuitsVis" not in text and "hnl-view" not in text
     assert "report.html" not in capsys.readouterr().err
     # a rerun replaces its own report; a foreign file is never replaced
-    assert main(["report", str(run), "--html", "--no-neuron-views", "--n-random", "2", "--out", str(out)]) == 0
+    assert main([*cmd, "--out", str(out)]) == 0
     foreign = tmp_path / "notes.html"
     foreign.write_text("<p>mine</p>", encoding="utf-8")
-    assert main(["report", str(run), "--html", "--no-neuron-views", "--out", str(foreign)]) == 2
+    assert main([*cmd, "--out", str(foreign)]) == 2
     assert foreign.read_text(encoding="utf-8") == "<p>mine</p>"
     # not a run directory: one line, exit 2
     assert main(["report", str(tmp_path), "--html"]) == 2
