@@ -34,6 +34,7 @@ __all__ = [
     "sweep_report_html",
     "funnel_html",
     "random_control_scores",
+    "run_samples",
     "build_report",
     "write_report",
     "GENERATOR",
@@ -366,12 +367,12 @@ def _read_json(path: Path) -> Any:
     return loads_json(path.read_text(encoding="utf-8"))
 
 
-def _run_samples(run: Path) -> list[Any]:
+def run_samples(run: str | Path) -> list[Any]:
     """The run's judged, consistent samples with answer text (as the pipeline built them)."""
     from hneuron_lens.collect import judge_collected, load_collected
     from hneuron_lens.pipeline import attach_answer_text
 
-    samples, _ = judge_collected(load_collected(run / "responses.jsonl"))
+    samples, _ = judge_collected(load_collected(Path(run) / "responses.jsonl"))
     samples, _ = attach_answer_text(samples)
     return samples
 
@@ -496,7 +497,7 @@ def build_report(
 
         if model is None:
             model = hl.load_model(manifest.get("config", {}).get("model", "default"))
-        pool = list(samples) if samples is not None else _run_samples(run)
+        pool = list(samples) if samples is not None else run_samples(run)
         if store is not None:
             test_ids = set(store.split("test").ids)
             in_test = [s for s in pool if s.qid in test_ids]
