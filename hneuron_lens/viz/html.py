@@ -291,7 +291,7 @@ def funnel_html(funnel: Any, figures: bool = True) -> str:
     from hneuron_lens.viz.plots import FUNNEL_STEPS
 
     d = funnel.to_dict() if hasattr(funnel, "to_dict") else dict(funnel)
-    labels = dict(FUNNEL_STEPS)
+    labels = {**dict(FUNNEL_STEPS), "substring_only": "substring-only alias match (a warning)"}
     rows = [[html.escape(labels.get(k, k)), str(v)] for k, v in d.items()]
     out = _table("collection funnel (questions)", ["step", "count"], rows)
     if figures:

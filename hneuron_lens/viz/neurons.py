@@ -39,6 +39,7 @@ __all__ = [
     "neuron_view",
     "activations_view",
     "topk_view",
+    "token_risk",
     "risk_view",
     "circuitsvis_bundle",
 ]

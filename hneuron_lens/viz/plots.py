@@ -108,12 +108,14 @@ def plot_c_path(path: Any) -> Any:
             ax.plot(n, est, "o-", color=color, lw=1.5, ms=4, label=f"{label} (95% CI band)")
             ax.fill_between(n, lo, hi, color=color, alpha=0.2, lw=0)
         ax.axvline(n[chosen], color=COLORS["reference"], ls="--", lw=1)
+        last = n[chosen] >= n.max()  # label on the left of the line when it is the right edge
         ax.annotate(
             f"chosen C={cs[chosen]:g}\n{int(n[chosen])} H-Neurons",
             (n[chosen], 0.02),
             xycoords=("data", "axes fraction"),
-            xytext=(4, 0),
+            xytext=(-4 if last else 4, 0),
             textcoords="offset points",
+            ha="right" if last else "left",
             fontsize=8,
         )
         for x, c in zip(n, cs, strict=True):
@@ -133,7 +135,7 @@ def plot_c_path(path: Any) -> Any:
         ax.set_ylabel("held-out score")
         ax.set_ylim(min(0.4, float(np.nanmin([p["accuracy"]["low"] or 0.4 for p in pts]))), 1.02)
         ax.set_title(f"C path (rule {d.get('rule', '?')})", pad=12)
-        ax.legend(loc="lower right")
+        ax.legend(loc="center left")
     return fig
 
 
