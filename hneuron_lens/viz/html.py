@@ -377,6 +377,19 @@ def run_samples(run: str | Path) -> list[Any]:
     return samples
 
 
+def _sweeps(run: Path) -> list[Path]:
+    """``report.json`` files of alpha sweeps saved under the run (``intervene --out RUN/x``)."""
+    out = []
+    for path in sorted(run.glob("*/report.json")):
+        try:
+            d = _read_json(path)
+        except (OSError, ValueError):
+            continue
+        if isinstance(d, dict) and {"alphas", "outcomes", "stats"} <= set(d):
+            out.append(path)
+    return out
+
+
 def _commands(run: Path, manifest: dict[str, Any]) -> str:
     cfg = manifest.get("config") or {}
     run_cmd = ["hneuron-lens", "run", "--out-dir", str(run)]
@@ -408,7 +421,8 @@ def build_report(
 
     Args:
         run_dir: a directory written by ``hneuron-lens run`` (``manifest.json``, ``funnel.json``,
-            ``probe/``, ``probe_path.json``, ``report.json``, ``store/``, ``responses.jsonl``).
+            ``probe/``, ``probe_path.json``, ``report.json``, ``store/``, ``responses.jsonl``);
+            alpha sweeps saved in its subdirectories (``*/report.json``) get a section each.
         model: the run's model, for the neuron views (``None``: loaded with
             :func:`hneuron_lens.load_model` from the manifest's ``config.model``).
         samples: judged samples for the neuron views (``None``: the run's own, rebuilt from
@@ -490,6 +504,14 @@ def build_report(
         )
     if probe is not None:
         sections.append(("neurons", "H-Neurons", neuron_table_html(probe.h_neurons)))
+    for i, sweep in enumerate(_sweeps(run)):
+        sections.append(
+            (
+                f"sweep-{i}",
+                f"Alpha sweep: {sweep.parent.name}",
+                sweep_report_html(_read_json(sweep)),
+            )
+        )
 
     views: list[str] = []
     if neuron_views and probe is not None and len(probe.h_neurons):

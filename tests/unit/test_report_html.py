@@ -164,3 +164,15 @@ def test_cli_report_html_without_views(tiny_run, tmp_path, capsys) -> None:
     assert foreign.read_text(encoding="utf-8") == "<p>mine</p>"
     # not a run directory: one line, exit 2
     assert main(["report", str(tmp_path), "--html"]) == 2
+
+
+def test_report_includes_alpha_sweeps_saved_in_the_run(tiny_run, tmp_path) -> None:
+    from tests.unit.test_tasks import _synthetic_report
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run)
+    _synthetic_report(n_items=20, controls=2).save(run / "sweep_falseqa" / "report.json")
+    out = write_report(run, tmp_path / "r.html", neuron_views=False, n_random=2)
+    text = out.read_text(encoding="utf-8")
+    assert 'id="sweep-0"' in text and "Alpha sweep: sweep_falseqa" in text
+    assert text.count("<img") == N_FIGURES + 1  # the sweep figure
