@@ -482,8 +482,12 @@ def build_report(
     store = None
     if (run / "store").is_dir():
         store = hl.ActivationStore(run / "store")
-    if probe is not None and store is not None:
-        test = store.split("test")
+    splits = set(store.splits) if store is not None else set()
+    test = store.split("test") if store is not None and {"train", "test"} <= splits else None
+    if test is not None and len(set(np.asarray(test.labels).tolist())) < 2:
+        notes.append("no ROC / PR figure: the test split holds one class only")
+        test = None
+    if probe is not None and test is not None:
         scores = probe.decision_function(test)
         controls = random_control_scores(
             probe, store.split("train"), test, n_random=n_random, seed=seed
@@ -520,8 +524,8 @@ def build_report(
         if model is None:
             model = hl.load_model(manifest.get("config", {}).get("model", "default"))
         pool = list(samples) if samples is not None else run_samples(run)
-        if store is not None:
-            test_ids = set(store.split("test").ids)
+        if test is not None:
+            test_ids = set(test.ids)
             in_test = [s for s in pool if s.qid in test_ids]
             pool = in_test or pool
         hall = [s for s in pool if s.label == 1][:n_per_label]
