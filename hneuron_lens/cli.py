@@ -6,7 +6,7 @@ hneuron-lens extract --data samples.jsonl --format release --store store/
 hneuron-lens train --store store/ --out probe/
 hneuron-lens evaluate --probe probe/ --store store/
 hneuron-lens intervene --probe probe/ --task falseqa --data falseqa_test.csv --out sweep/
-hneuron-lens report runs/default
+hneuron-lens report runs/default [--html]                # --html: one self-contained page
 hneuron-lens store store/ [--verify] [--repair]
 hneuron-lens derive-sft                         # a (base, instruct) pair: Gemma-3-270M + short SFT
 hneuron-lens origin --run runs/x --base gemma-3-270m --out origin/
@@ -753,6 +753,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise DataError(
             f"not a run manifest ({type(err).__name__}: {str(err)[:80]})", file=manifest, hint=hint
         ) from None
+    if args.html:
+        from hneuron_lens.viz.html import write_report
+
+        out = write_report(
+            run,
+            args.out,
+            neuron_views=not args.no_neuron_views,
+            n_neurons=args.neurons,
+            n_random=args.n_random,
+        )
+        _emit(f"HTML report -> {out} (self-contained: open it in any browser, offline)")
+        return 0
     _emit(header)
     _emit("funnel: " + funnel)
     _emit("splits: " + splits + f"  chosen C: {m.get('chosen_C')}")
@@ -1018,9 +1030,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ds.set_defaults(func=cmd_derive_sft)
 
-    rep = sub.add_parser("report", help="print the summary of a run directory")
+    rep = sub.add_parser(
+        "report", help="print the summary of a run directory, or write it as HTML (--html)"
+    )
     rep.add_argument("run_dir")
     rep.add_argument("--max-chars", type=int, default=20000)
+    rep.add_argument(
+        "--html",
+        action="store_true",
+        help="write one self-contained HTML report (figures, neuron views, tables with CIs)",
+    )
+    rep.add_argument("--out", default=None, help="HTML file (default RUN_DIR/report.html)")
+    rep.add_argument(
+        "--no-neuron-views",
+        action="store_true",
+        help="skip the circuitsvis neuron views (they load the run's model)",
+    )
+    rep.add_argument("--neurons", type=int, default=4, help="H-Neurons with a view each")
+    rep.add_argument(
+        "--n-random", type=int, default=5, help="random-neuron control refits in the ROC figure"
+    )
     rep.set_defaults(func=cmd_report)
 
     st = sub.add_parser("store", help="an activation store's summary, full check or repair")

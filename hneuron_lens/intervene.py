@@ -947,6 +947,12 @@ class SweepReport:
         lines.append(f"  max share of generations hitting max_new_tokens: {100 * worst:.0f}%")
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        """Notebook display: tables with CIs and a small figure (:mod:`hneuron_lens.viz.html`)."""
+        from hneuron_lens.viz.html import sweep_report_html
+
+        return sweep_report_html(self)
+
 
 def _scale_interval(iv: Any, factor: float) -> Any:
     return dataclasses.replace(

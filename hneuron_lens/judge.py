@@ -724,6 +724,12 @@ class Funnel:
         num = max(len(str(v)) for v in d.values())
         return "\n".join(f"{k:<{width}}  {v:>{num}}" for k, v in d.items())
 
+    def _repr_html_(self) -> str:
+        """Notebook display: tables with CIs and a small figure (:mod:`hneuron_lens.viz.html`)."""
+        from hneuron_lens.viz.html import funnel_html
+
+        return funnel_html(self)
+
 
 @dataclass
 class ConsistencyResult:

@@ -235,6 +235,12 @@ class NeuronTable:
             rows.append(f"... {len(self) - 10} more")
         return "\n".join([head, *rows])
 
+    def _repr_html_(self) -> str:
+        """Notebook display: tables with CIs and a small figure (:mod:`hneuron_lens.viz.html`)."""
+        from hneuron_lens.viz.html import neuron_table_html
+
+        return neuron_table_html(self)
+
 
 def jaccard(a: frozenset[int] | set[int], b: frozenset[int] | set[int]) -> float:
     """|a & b| / |a | b| (1.0 for two empty sets)."""
@@ -1144,6 +1150,12 @@ class ProbeReport:
                 lines.append(f"... {len(ns) - 10} more H-Neurons")
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        """Notebook display: tables with CIs and a small figure (:mod:`hneuron_lens.viz.html`)."""
+        from hneuron_lens.viz.html import probe_report_html
+
+        return probe_report_html(self)
+
 
 # --------------------------------------------------------------------------------------------
 # Regularisation path
@@ -1277,6 +1289,12 @@ class ProbePath:
         if self.stability is not None:
             lines.append(f"bootstrap stability (Jaccard with chosen set): {self.stability}")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """Notebook display: tables with CIs and a small figure (:mod:`hneuron_lens.viz.html`)."""
+        from hneuron_lens.viz.html import probe_path_html
+
+        return probe_path_html(self)
 
 
 def probe_path(
