@@ -1,16 +1,27 @@
 """Sparse logistic probe over CETT features: which neurons predict hallucination.
 
 Method (Gao et al. 2025, "H-Neurons", arXiv:2512.01797, section 3): each sample contributes a
-CETT vector averaged over its answer tokens ("answer") and one averaged over all other response
-positions ("other"). An L1-regularised logistic regression is trained in the **3-vs-1** setup:
+CETT vector averaged over its answer tokens ("answer") and one averaged over every other token
+of the sequence ("other": the prompt, the chat template and the response outside the answer
+span; :func:`hneuron_lens.cett.region_positions`, as in the authors' released code). An
+L1-regularised logistic regression is trained in the **3-vs-1** setup:
 
 - label 1: the "answer" vectors of hallucinated samples;
 - label 0: the "answer" vectors of faithful samples **plus** the "other" vectors of *all* samples.
 
 (**1-vs-1** uses the "answer" vectors only.) The neurons with a positive weight are the
-H-Neurons. Evaluation always scores "answer" vectors. The regularisation strength ``C`` is picked
-on a grid (:func:`probe_path`) by held-out accuracy, optionally plus the model's QA accuracy with
-the selected neurons suppressed (a function supplied by :mod:`hneuron_lens.intervene`).
+H-Neurons. Evaluation always scores "answer" vectors.
+
+Defaults that differ from the paper's code, chosen so that the probe reports the right neurons
+and not only a good classifier (README, "Finding the right neurons";
+``benchmarks/bench_recovery.py``): features are standardised per neuron on the training split
+(the L1 penalty is then scale-free), classes are weighted to undo the 3:1 imbalance of 3-vs-1
+training, the intercept is effectively unpenalised, and ``C`` is picked on an automatic grid
+(:func:`probe_path`) by the one-standard-error rule on held-out AUROC. The paper's selection by
+held-out accuracy, optionally plus the model's QA accuracy with the selected neurons suppressed
+(a function supplied by :mod:`hneuron_lens.intervene`), is kept as ``rule="held-out"`` /
+``"held-out+suppression"``. Per-neuron selection frequencies come from
+:mod:`hneuron_lens.stability`.
 
 :class:`SparseProbe` follows the scikit-learn estimator contract, so ``sklearn.base.clone`` and
 grid tools work. The penalty is passed to scikit-learn as ``l1_ratio`` (1.0 = L1, 0.0 = L2):
@@ -1270,6 +1281,9 @@ class PathPoint:
     """The positive-weight neurons at this C."""
     log_loss: Interval | None = None
     """Held-out log-loss (nats) with classes weighted equally, with a stratified bootstrap CI."""
+    se: dict[str, float] = field(default_factory=dict)
+    """Bootstrap standard error of each held-out metric (``accuracy``, ``auroc``, ``log_loss``),
+    used by the one-SE rules."""
     suppression_accuracy: float | None = None
     """Model QA accuracy with these neurons scaled to 0 (rule ``held-out+suppression``)."""
     score: float = float("nan")
@@ -1289,6 +1303,7 @@ class PathPoint:
             "accuracy": self.accuracy.to_dict(),
             "auroc": self.auroc.to_dict(),
             "log_loss": None if self.log_loss is None else self.log_loss.to_dict(),
+            "se": dict(self.se),
             "suppression_accuracy": self.suppression_accuracy,
             "score": None if not math.isfinite(self.score) else self.score,
             "jaccard_prev": self.jaccard_prev,
@@ -1332,6 +1347,13 @@ class ProbePath:
     @property
     def best_C(self) -> float:
         return self.chosen.C
+
+    def choose(self, rule: str) -> tuple[int, int]:
+        """``(optimum, chosen)`` indices into ``points`` under another rule, on the same fits
+        (no refit; ``"held-out+suppression"`` needs the points' suppression accuracies)."""
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        return _choose(self.points, rule)
 
     def to_pandas(self) -> Any:
         import pandas as pd
@@ -1496,18 +1518,17 @@ def _rule_score(point: PathPoint, rule: str) -> float:
     return point.accuracy.estimate + (sup if sup is not None else 0.0)
 
 
-def _choose(
-    points: list[PathPoint], boots: list[dict[str, np.ndarray]], rule: str
-) -> tuple[int, int]:
+def _choose(points: list[PathPoint], rule: str) -> tuple[int, int]:
     """``(optimum, chosen)`` indices into ``points`` (sorted by C) under ``rule``."""
     eligible = [i for i, p in enumerate(points) if p.n_positive > 0]
-    opt = min(eligible, key=lambda i: (-points[i].score, points[i].n_nonzero, points[i].C))
+    if not eligible:
+        raise ValueError("no point of the path has a positive-weight neuron")
+    score = [_rule_score(p, rule) for p in points]
+    opt = min(eligible, key=lambda i: (-score[i], points[i].n_nonzero, points[i].C))
     if not rule.endswith("1se"):
         return opt, opt
-    metric = "auroc" if rule == "auroc-1se" else "log_loss"
-    se = float(np.std(boots[opt][metric], ddof=1)) if boots[opt][metric].size > 1 else 0.0
-    floor = points[opt].score - se - 1e-12
-    return opt, min(i for i in eligible if points[i].score >= floor)
+    se = points[opt].se.get("auroc" if rule == "auroc-1se" else "log_loss", 0.0)
+    return opt, min(i for i in eligible if score[i] >= score[opt] - se - 1e-12)
 
 
 def probe_path(
@@ -1636,7 +1657,7 @@ def probe_path(
         len(val_split),
     )
     shared_est = template._make_estimator(warm_start=True) if solver == "saga" else None
-    fits: dict[float, tuple[PathPoint, SparseProbe, dict[str, np.ndarray]]] = {}
+    fits: dict[float, tuple[PathPoint, SparseProbe]] = {}
 
     def fit_at(C: float) -> None:
         probe = SparseProbe(**{**template.get_params(), "C": C, "standardize": False})
@@ -1664,12 +1685,13 @@ def probe_path(
             auroc=cis["auroc"],
             neurons=h,
             log_loss=cis["log_loss"],
+            se={k: float(np.std(v, ddof=1)) if v.size > 1 else 0.0 for k, v in boots.items()},
             suppression_accuracy=sup,
             converged=probe.converged_,
             fit_seconds=probe.fit_seconds_,
         )
         point.score = _rule_score(point, rule) if len(h) else float("-inf")
-        fits[C] = (point, probe, boots)
+        fits[C] = (point, probe)
 
     extensions: list[str] = []
     while True:
@@ -1683,7 +1705,7 @@ def probe_path(
                 grid += [grid[-1] * ratio**k for k in (1, 2, 3)]
                 continue
             raise ValueError(f"no C in {grid} gave a positive-weight neuron; try larger Cs")
-        opt, chosen = _choose(points, [fits[c][2] for c in grid], rule)
+        opt, chosen = _choose(points, rule)
         edge = None
         if len(points) == 1 or chosen == len(points) - 1 or opt == len(points) - 1:
             edge = "upper"

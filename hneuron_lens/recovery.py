@@ -116,7 +116,11 @@ def planted_splits(cfg: PlantedConfig) -> Planted:
 
 
 def plant_into(
-    split: FeatureSplit, n_planted: int, effect: float, seed: int = 0
+    split: FeatureSplit,
+    n_planted: int,
+    effect: float,
+    seed: int = 0,
+    planted: np.ndarray | None = None,
 ) -> tuple[FeatureSplit, np.ndarray]:
     """A semi-synthetic split: real features, random labels, a planted multiplicative effect.
 
@@ -124,6 +128,7 @@ def plant_into(
     answer vectors of the new positives are multiplied by ``exp(effect * sd)`` in ``n_planted``
     random neurons, where ``sd`` is the SD of that neuron's log CETT (zeros floored at its 1st
     percentile). Returns the new split (in memory, float32) and the planted flat indices.
+    Pass the training split's ``planted`` when planting into its validation and test splits.
     """
     rng = np.random.default_rng(seed)
     n = len(split)
@@ -131,9 +136,11 @@ def plant_into(
     labels[rng.permutation(n)[: n // 2]] = 1
     answer = np.array(split.region("answer"), dtype=np.float32)
     other = np.array(split.region("other"), dtype=np.float32)
-    active = np.flatnonzero((answer > 0).mean(axis=0) > 0.5)  # a neuron that is mostly silent
-    pool = active if active.size >= n_planted else np.arange(answer.shape[1])
-    planted = np.sort(rng.choice(pool, size=n_planted, replace=False)).astype(np.int64)
+    if planted is None:  # not a neuron that is mostly silent
+        active = np.flatnonzero((answer > 0).mean(axis=0) > 0.5)
+        pool = active if active.size >= n_planted else np.arange(answer.shape[1])
+        planted = np.sort(rng.choice(pool, size=n_planted, replace=False)).astype(np.int64)
+    planted = np.asarray(planted, dtype=np.int64)
     for j in planted:
         col = answer[:, j]
         floor = max(float(np.percentile(col[col > 0], 1)) if (col > 0).any() else 1e-6, 1e-12)
