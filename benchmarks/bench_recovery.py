@@ -207,7 +207,7 @@ def main() -> None:
     results = []
     start = time.perf_counter()
     if args.store:
-        todo = [(f"store, effect {e:g}", float(e)) for e in args.effects.split(",")]
+        todo = [(f"store, effect {float(e):g}", float(e)) for e in args.effects.split(",")]
     else:
         todo = settings(args.quick)
     for label, spec in todo:
