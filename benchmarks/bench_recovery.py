@@ -165,6 +165,25 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def pivot(results: list[dict[str, Any]]) -> str:
+    """One row per setting, one column per rule: ``F1 (neurons selected)``; the default's test
+    AUROC last."""
+    rules = list(results[0]["rules"])
+    short = {r: r.split(" (")[0] if r.startswith("paper") else r.split(" (")[0] for r in rules}
+    lines = [
+        "| setting | " + " | ".join(short[r] for r in rules) + " | test AUROC (auroc-1se) |",
+        "|---|" + "---|" * len(rules) + "---|",
+    ]
+    for res in results:
+        cells = []
+        for r in rules:
+            m = res["rules"].get(r)
+            cells.append("" if m is None else f"{m['f1']:.2f} ({m['n_selected']:.0f})")
+        auc = res["rules"]["auroc-1se"]["test_auroc"]
+        lines.append(f"| {res['setting']} | " + " | ".join(cells) + f" | {auc:.3f} |")
+    return "\n".join(lines)
+
+
 def summary(results: list[dict[str, Any]]) -> str:
     """Mean over settings of each rule's F1, precision and recall."""
     rules = list(results[0]["rules"])
@@ -199,6 +218,8 @@ def main() -> None:
         with open(args.from_json) as f:
             saved = json.load(f)
         print(markdown(saved["results"]))
+        print()
+        print(pivot(saved["results"]))
         print()
         print(summary(saved["results"]))
         print(f"({saved['meta']['seconds']:.0f} s, {saved['meta']['seeds']} seed(s) per setting)")
@@ -235,6 +256,8 @@ def main() -> None:
                 json.dump({"meta": meta, "results": results}, f, indent=1)
     if args.tables:
         print(markdown(results), flush=True)
+        print()
+        print(pivot(results))
         print()
         print(summary(results))
     print(f"total {meta['seconds']:.0f} s")
