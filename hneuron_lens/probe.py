@@ -1578,9 +1578,9 @@ def probe_path(
 
     Grid edges: a choice (or, for the one-SE rules, the optimum) at an end of the grid means the
     best C may lie outside it. With ``extend`` the grid grows by three points at its own ratio
-    in that direction, up to ``max_extensions`` times (``ProbePath.extensions``); a choice still
-    at an end afterwards (or with ``extend=False``) issues a ``UserWarning`` and sets
-    ``ProbePath.edge``. The sparse end is not an edge once a smaller C selects nothing.
+    (at least 100^(1/12), the automatic grid's) in that direction, up to ``max_extensions``
+    times (``ProbePath.extensions``); a choice still at an end afterwards (or with
+    ``extend=False``) issues a ``UserWarning`` and sets ``ProbePath.edge``. The sparse end is not an edge once a smaller C selects nothing.
 
     Args:
         train_split: Training split.
@@ -1649,7 +1649,9 @@ def probe_path(
         grid = sorted(float(c) for c in Cs)
         if not grid or any(not (c > 0 and math.isfinite(c)) for c in grid):
             raise ValueError(f"Cs must be a non-empty list of positive values, got {grid}")
+    # extensions step by the grid's own ratio, at least the automatic grid's (100 ** (1 / 12))
     ratio = grid[-1] / grid[-2] if len(grid) > 1 and grid[-1] > grid[-2] else 10 ** (1 / 3)
+    ratio = max(ratio, 100.0 ** (1 / 12))
     fingerprint = _split_fingerprint(train_split, mode)
     val_labels = np.asarray(val_split.labels).astype(np.int64)
     boot_counts = _resample_counts(
