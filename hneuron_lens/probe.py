@@ -1115,6 +1115,8 @@ class NeuronStatsTable:
     """AUROC of the neuron's CETT alone (hallucinated = positive)."""
     cohens_d: np.ndarray
     """Cohen's d, hallucinated minus faithful."""
+    frequency: np.ndarray | None = None
+    """Stability-selection frequency of each neuron (when the probe has one), else ``None``."""
 
     def __len__(self) -> int:
         return int(self.layer.size)
@@ -1131,6 +1133,7 @@ class NeuronStatsTable:
             "weight": self.weight.tolist(),
             "auroc": self.auroc.tolist(),
             "cohens_d": [None if not np.isfinite(v) else float(v) for v in self.cohens_d],
+            **({} if self.frequency is None else {"frequency": self.frequency.tolist()}),
         }
 
 
@@ -1248,10 +1251,15 @@ class ProbeReport:
                 )
         if self.neuron_stats is not None and len(self.neuron_stats):
             ns = self.neuron_stats
-            lines.append(f"{'layer':>6} {'neuron':>7} {'weight':>9} {'auroc':>7} {'d':>7}")
+            freq = ns.frequency
+            lines.append(
+                f"{'layer':>6} {'neuron':>7} {'weight':>9} {'auroc':>7} {'d':>7}"
+                + ("" if freq is None else f" {'freq':>6}")
+            )
             for i in range(min(len(ns), 10)):
+                f = "" if freq is None else f" {freq[i]:>6.2f}"
                 lines.append(
-                    f"{ns.layer[i]:>6d} {ns.neuron[i]:>7d} {ns.weight[i]:>9.4f} {ns.auroc[i]:>7.3f} {ns.cohens_d[i]:>7.3f}"
+                    f"{ns.layer[i]:>6d} {ns.neuron[i]:>7d} {ns.weight[i]:>9.4f} {ns.auroc[i]:>7.3f} {ns.cohens_d[i]:>7.3f}{f}"
                 )
             if len(ns) > 10:
                 lines.append(f"... {len(ns) - 10} more H-Neurons")
@@ -1863,7 +1871,12 @@ def _single_neuron_stats(
     else:  # Cohen's d needs two values per class: undefined on a tiny evaluation set
         d = np.full(len(h), np.nan)
     return NeuronStatsTable(
-        h.layer, h.neuron, h.weight, aucs, np.atleast_1d(np.asarray(d, dtype=np.float64))
+        h.layer,
+        h.neuron,
+        h.weight,
+        aucs,
+        np.atleast_1d(np.asarray(d, dtype=np.float64)),
+        h.frequency,
     )
 
 

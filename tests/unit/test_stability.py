@@ -42,6 +42,9 @@ def test_frequencies_beside_weights_and_selection_by_frequency(reference, tmp_pa
     back = NeuronTable.from_dict(json.loads(json.dumps(h.to_dict())))
     np.testing.assert_array_equal(back.frequency, h.frequency)
     assert back.units == "standardized"
+    report = probe.evaluate(data.test, n_random=0, n_resamples=50)
+    np.testing.assert_array_equal(report.neuron_stats.frequency, h.frequency)
+    assert "freq" in str(report) and "frequency" in report.to_dict()["neuron_stats"]
     probe.save(tmp_path / "p")
     loaded = SparseProbe.load(tmp_path / "p")
     np.testing.assert_array_equal(loaded.h_neurons.frequency, h.frequency)
