@@ -14,7 +14,7 @@ Settings (the full grid is subsampled: one axis at a time around the reference, 
 default): the reference of the issue (3 x 500 neurons, 400 per class, 5 planted, effect 1
 log-SD) at feature means 1e-3, 1e-2, 1e-1; effects 0.5 and 1.5; samples per class 50, 200,
 1000, 4000 (3 x 500); neuron counts 10k (200 per class) and 100k (100 per class, so that the
-matrices fit in memory). ``--quick`` runs the first seven cheap settings. ``--store`` runs the semi-synthetic version:
+matrices fit in memory). ``--quick`` runs the first six, cheap settings. ``--store`` runs the semi-synthetic version:
 random labels and planted effects in the real CETT vectors of a store (train / validation /
 test splits).
 
