@@ -65,7 +65,9 @@ def fit_and_score(
     path = probe_path(train, val)
     probe = path.probe
     if stability:
-        probe.use_stability(stability_selection(train, probe, n_subsamples=stability))
+        probe.use_stability(
+            stability_selection(train, probe, n_subsamples=stability, progress=False)
+        )
     report = probe.evaluate(test, train=train, n_random=n_random)
     h = probe.h_neurons
     return {
