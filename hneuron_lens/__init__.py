@@ -73,6 +73,8 @@ _LAZY: dict[str, str] = {
     "ProbeReport": "probe",
     "SparseProbe": "probe",
     "probe_path": "probe",
+    "StabilityResult": "stability",
+    "stability_selection": "stability",
     "SpanConfig": "spans",
     "SpanReport": "spans",
     "TokenizedSample": "spans",
@@ -126,6 +128,7 @@ __all__ = [
     "SpanConfig",
     "SpanReport",
     "SparseProbe",
+    "StabilityResult",
     "StoreBusyError",
     "StoreCorruptError",
     "StoreError",
@@ -160,6 +163,7 @@ __all__ = [
     "origin",
     "probe_path",
     "run_pipeline",
+    "stability_selection",
     "stats",
     "suppression_accuracy",
     "tokenize_samples",
@@ -247,6 +251,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from hneuron_lens.pipeline import RunConfig, run_pipeline
     from hneuron_lens.probe import NeuronTable, ProbePath, ProbeReport, SparseProbe, probe_path
     from hneuron_lens.spans import SpanConfig, SpanReport, TokenizedSample, tokenize_samples
+    from hneuron_lens.stability import StabilityResult, stability_selection
     from hneuron_lens.store import (
         ActivationStore,
         StoreBusyError,

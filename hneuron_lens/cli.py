@@ -326,6 +326,11 @@ def _open_store(path: str, verify: bool) -> Any:
     return store
 
 
+TRAIN_RULES = ("auroc-1se", "1se", "auroc", "log-loss", "held-out", "held-out+suppression")
+"""``train --rule`` choices, the default first (= ``probe.DEFAULT_RULE``; kept here so that
+``--help`` imports no scikit-learn; tests/unit/test_cli.py checks they agree)."""
+
+
 def _path_json(out: str) -> Path:
     return Path(out).with_name(Path(out).name + "_path.json")
 
@@ -334,12 +339,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     from hneuron_lens.io import check_output_dir, check_output_file, json_object_with
     from hneuron_lens.probe import SparseProbe, probe_path
 
-    if args.rule != "held-out" and not args.Cs:
+    if args.rule == "held-out+suppression" and (not args.Cs or args.Cs == "auto"):
         raise UsageError(
-            f"--rule {args.rule} chooses among C values", field="--Cs", hint="give --Cs"
+            f"--rule {args.rule} runs the model's QA task at every C",
+            field="--Cs",
+            hint="give --Cs (a short explicit grid)",
+        )
+    if args.C is not None and args.Cs:
+        raise UsageError("--C fits one C, --Cs chooses among several", hint="give one of them")
+    if args.stability and not 0.0 < args.stability_threshold <= 1.0:
+        raise UsageError("must be in (0, 1]", field="--stability-threshold")
+    if args.select_by == "frequency" and not args.stability:
+        raise UsageError(
+            "needs stability selection", field="--select-by", hint="give --stability N"
         )
     check_output_dir(args.out, "probe", overwrite=args.overwrite)  # before any work
-    if args.Cs:
+    use_path = args.C is None
+    if use_path:
         check_output_file(
             _path_json(args.out),
             "probe path",
@@ -348,7 +364,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     store = _open_store(args.store, args.verify)
     train = store.split(args.train_split)
-    if args.Cs:
+    fit_params = {
+        "penalty": args.penalty,
+        "mode": args.mode,
+        "standardize": args.standardize,
+        "class_weight": None if args.class_weight == "none" else "balanced",
+        "intercept_scaling": args.intercept_scaling,
+    }
+    if use_path:
+        if args.val_split not in store.splits:
+            raise UsageError(
+                f"the store has no {args.val_split!r} split to choose C on",
+                field="--val-split",
+                hint="give --val-split, or --C to fit one C without selection",
+            )
         val = store.split(args.val_split)
         suppression_fn = None
         if args.rule == "held-out+suppression":
@@ -356,17 +385,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         path = probe_path(
             train,
             val,
-            Cs=_floats(args.Cs),
-            penalty=args.penalty,
-            mode=args.mode,
+            Cs="auto" if not args.Cs or args.Cs == "auto" else _floats(args.Cs),
             rule=args.rule,
             suppression_fn=suppression_fn,
+            seed=args.seed,
+            **fit_params,
         )
         _emit(str(path))
         probe = path.probe
         path.save(_path_json(args.out))
     else:
-        probe = _config(SparseProbe, C=args.C, penalty=args.penalty, mode=args.mode).fit(train)
+        probe = _config(SparseProbe, C=args.C, **fit_params).fit(train)
+    if args.stability:
+        from hneuron_lens.stability import stability_selection
+
+        result = stability_selection(
+            train,
+            probe,
+            n_subsamples=args.stability,
+            threshold=args.stability_threshold,
+            n_jobs=args.n_jobs,
+            seed=args.seed,
+        )
+        probe.use_stability(result, select=args.select_by == "frequency")
+        _emit(str(result))
     probe.save(args.out, overwrite=args.overwrite)
     _emit(str(probe.h_neurons.top(20)) if hasattr(probe.h_neurons, "top") else str(probe.h_neurons))
     _emit(f"probe saved to {args.out}")
@@ -768,10 +810,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     _emit(header)
     _emit("funnel: " + funnel)
     _emit("splits: " + splits + f"  chosen C: {m.get('chosen_C')}")
+    stability = _stability_line(run / "probe" / "probe.json")
+    if stability:
+        _emit(stability)
     report = run / "report.json"
     if report.is_file():
         _emit(report.read_text(encoding="utf-8", errors="replace")[: args.max_chars])
     return 0
+
+
+def _stability_line(probe_json: Path) -> str | None:
+    """One line on the saved probe's stability selection, if it has one."""
+    try:
+        st = loads_json(probe_json.read_text(encoding="utf-8")).get("stability")
+        if not st:
+            return None
+        bound = st.get("expected_false_bound")
+        return (
+            f"stability selection: {st['n_subsamples']} refits on {st['fraction']:.0%} subsamples "
+            f"at C={st['C']:.4g}; {st['n_stable']} neurons with frequency >= {st['threshold']}"
+            + ("" if bound is None else f" (E[false] <= {bound:.2f}, Meinshausen-Buhlmann)")
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def cmd_store(args: argparse.Namespace) -> int:
@@ -880,16 +941,60 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(t)
     t.add_argument("--store", required=True)
     t.add_argument("--out", required=True)
-    t.add_argument("--C", type=float, default=1.0)
-    t.add_argument("--Cs", default=None, help="comma-separated grid, chosen on --val-split")
+    t.add_argument(
+        "--C", type=float, default=None, help="fit this one C (no selection on --val-split)"
+    )
+    t.add_argument(
+        "--Cs",
+        default=None,
+        help="comma-separated grid chosen on --val-split; default 'auto' (from the first C with "
+        "a non-zero weight to 100x it; extended when the choice sits at an end)",
+    )
     t.add_argument("--penalty", default="l1", choices=["l1", "l2"])
     t.add_argument(
         "--rule",
-        default="held-out",
-        choices=["held-out", "held-out+suppression"],
-        help="how --Cs is chosen; held-out+suppression adds the model's QA accuracy with the "
-        "C's H-Neurons scaled to 0 (needs the model: --model)",
+        default=TRAIN_RULES[0],
+        choices=TRAIN_RULES,
+        help="how C is chosen on --val-split: auroc-1se (default: the sparsest C within one "
+        "bootstrap SE of the best held-out AUROC; chosen by benchmarks/bench_recovery.py), "
+        "1se (the same on log-loss), auroc, log-loss, held-out (the paper's: accuracy at "
+        "p > 0.5), held-out+suppression (adds the model's QA accuracy with the C's H-Neurons "
+        "scaled to 0; needs the model: --model, and --Cs)",
     )
+    t.add_argument(
+        "--standardize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="z-score every neuron on the training split (scale-free L1; default on)",
+    )
+    t.add_argument(
+        "--class-weight",
+        default="balanced",
+        choices=["balanced", "none"],
+        help="balanced undoes the 3:1 class ratio of 3-vs-1 training (default); none = paper",
+    )
+    t.add_argument(
+        "--intercept-scaling",
+        type=float,
+        default=100.0,
+        help="liblinear's intercept feature; 100 leaves the intercept unpenalised (1 = paper)",
+    )
+    t.add_argument(
+        "--stability",
+        type=int,
+        default=0,
+        metavar="N",
+        help="stability selection: N refits on random halves at the chosen C; frequencies are "
+        "shown beside the weights and saved with the probe (100 is usual; 0 skips)",
+    )
+    t.add_argument("--stability-threshold", type=float, default=0.6)
+    t.add_argument(
+        "--select-by",
+        default="weight",
+        choices=["weight", "frequency"],
+        help="H-Neurons = positive weights (default) or frequency >= --stability-threshold",
+    )
+    t.add_argument("--n-jobs", type=int, default=1, help="joblib workers for --stability")
     t.add_argument(
         "--suppression-data", default="builtin", help="QA questions for the suppression rule"
     )

@@ -50,8 +50,11 @@ class RunConfig:
     """Most tokens per response."""
     batch_size: int = 32
     """Generation and extraction batch size."""
-    Cs: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
-    """Grid of inverse L1 strengths; chosen by held-out accuracy on the validation split."""
+    Cs: tuple[float, ...] = ()
+    """Grid of inverse L1 strengths (empty: the automatic grid of ``probe_path``), chosen on the
+    validation split by ``probe_path``'s default rule (one-SE rule on held-out AUROC)."""
+    stability: int = 50
+    """Stability-selection refits at the chosen C (frequencies beside the weights; 0 skips)."""
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     """Train / validation / test fractions (disjoint by id and by normalised question)."""
     n_random: int = 20
@@ -77,8 +80,8 @@ class RunConfig:
             nonexistent=16,
             k=2,
             max_new_tokens=24,
-            Cs=(1.0, 3.0, 10.0),
             n_random=5,
+            stability=10,
             n_resamples=200,
             out_dir="runs/quick",
         )
@@ -231,8 +234,14 @@ def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
 
     t = time.perf_counter()
     train, val, test = store.split("train"), store.split("validation"), store.split("test")
-    path = probe_path(train, val, Cs=cfg.Cs, seed=cfg.seed, n_resamples=cfg.n_resamples)
+    path = probe_path(train, val, Cs=cfg.Cs or "auto", seed=cfg.seed, n_resamples=cfg.n_resamples)
     probe = path.probe
+    if cfg.stability:
+        from hneuron_lens.stability import stability_selection
+
+        probe.use_stability(
+            stability_selection(train, probe, n_subsamples=cfg.stability, seed=cfg.seed)
+        )
     identity = hl.model_identity(model)  # hashes every W_out: compute once
     probe.metadata_.update({"model": identity, "run": cfg.to_dict()})
     report = probe.evaluate(

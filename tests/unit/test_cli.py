@@ -190,3 +190,36 @@ def test_report_error_tells_library_value_errors_from_dependency_ones(capsys):
     assert capsys.readouterr().err.strip() == (
         "error: Permission denied (/root/x): check the path, its permissions and free space"
     )
+
+
+def test_train_default_selection_stability_and_report(synthetic_store, tmp_path, capsys):
+    from hneuron_lens.cli import TRAIN_RULES
+    from hneuron_lens.probe import DEFAULT_RULE, RULES, SparseProbe
+
+    assert TRAIN_RULES[0] == DEFAULT_RULE and sorted(TRAIN_RULES) == sorted(RULES)
+    out = tmp_path / "p"
+    argv = ["train", "--store", str(synthetic_store), "--out", str(out), "--stability", "5"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert f"rule={DEFAULT_RULE}" in text and "stability selection: 5 fits" in text
+    assert "freq" in text  # frequencies beside the weights in the printed table
+    probe = SparseProbe.load(out)
+    assert probe.standardize and probe.class_weight == "balanced"
+    assert (0, 5) in set(probe.h_neurons) and probe.h_neurons.frequency is not None
+    assert json.loads((tmp_path / "p_path.json").read_text())["rule"] == DEFAULT_RULE
+    # the report of a run directory shows the stability line of its probe
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(
+        json.dumps({"model": {"name": "m"}, "funnel": {}, "splits": {}, "chosen_C": 0.1})
+    )
+    probe.save(run / "probe")
+    assert main(["report", str(run)]) == 0
+    assert "stability selection: 5 refits" in capsys.readouterr().out
+    # one C without selection, the paper's raw fit; --select-by frequency needs --stability
+    raw = ["--C", "1", "--no-standardize", "--class-weight", "none", "--intercept-scaling", "1"]
+    assert main(["train", "--store", str(synthetic_store), "--out", str(tmp_path / "q"), *raw]) == 0
+    assert not SparseProbe.load(tmp_path / "q").standardize
+    bad = ["train", "--store", str(synthetic_store), "--out", str(tmp_path / "r")]
+    assert main([*bad, "--select-by", "frequency"]) == 2
+    assert main([*bad, "--C", "1", "--Cs", "0.1,1"]) == 2

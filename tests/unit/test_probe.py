@@ -238,7 +238,14 @@ def test_sklearn_contract(train: FeatureSplit, test_split: FeatureSplit):
 
 def test_probe_path_held_out_and_stability(train: FeatureSplit):
     val = make_split(200, seed=2)
-    path = probe_path(train, val, Cs=(0.003, 0.02, 0.1), n_bootstrap_stability=3, n_resamples=100)
+    path = probe_path(
+        train,
+        val,
+        Cs=(0.003, 0.02, 0.1),
+        rule="held-out",
+        n_bootstrap_stability=3,
+        n_resamples=100,
+    )
     assert isinstance(path, ProbePath)
     assert [p.C for p in path.points] == [0.003, 0.02, 0.1]
     nz = [p.n_nonzero for p in path.points]
@@ -260,14 +267,22 @@ def test_probe_path_suppression_rule(train: FeatureSplit):
     with pytest.raises(NotImplementedError, match="suppression_fn"):
         probe_path(train, val, Cs=(0.05,), rule="held-out+suppression")
     # a suppression function that rewards only tiny neuron sets overrides held-out accuracy
-    path = probe_path(
-        train,
-        val,
-        Cs=(0.01, 0.1),
-        rule="held-out+suppression",
-        suppression_fn=lambda t: 1.0 if len(t) <= 2 else 0.0,
-        n_resamples=50,
-    )
+    # the paper's raw fit (unstandardised, unweighted, penalised intercept) on a fixed grid:
+    # the choice sits at the grid's lower end, which must warn when the grid may not grow
+    with pytest.warns(UserWarning, match="lower end of the grid"):
+        path = probe_path(
+            train,
+            val,
+            Cs=(0.01, 0.1),
+            rule="held-out+suppression",
+            suppression_fn=lambda t: 1.0 if len(t) <= 2 else 0.0,
+            n_resamples=50,
+            standardize=False,
+            class_weight=None,
+            intercept_scaling=1.0,
+            extend=False,
+        )
+    assert path.edge == "lower" and "WARNING" in str(path)
     assert len(path.points[0].neurons) <= 2 < len(path.points[1].neurons)
     assert path.points[1].accuracy.estimate > path.points[0].accuracy.estimate
     assert path.best_C == 0.01
@@ -284,8 +299,9 @@ def test_probe_path_saga_warm_start(train: FeatureSplit):
 
 
 def test_intercept_scaling_removes_spurious_negative_weights(train: FeatureSplit):
-    default = SparseProbe(C=0.1).fit(train)
-    scaled = SparseProbe(C=0.1, intercept_scaling=100.0).fit(train)
+    raw = {"standardize": False, "class_weight": None}
+    default = SparseProbe(C=0.1, intercept_scaling=1.0, **raw).fit(train)  # the paper's fit
+    scaled = SparseProbe(C=0.1, intercept_scaling=100.0, **raw).fit(train)
     assert len(default.negative_neurons) > 20  # liblinear's penalised intercept at work
     assert len(scaled.negative_neurons) < 5
     assert set(scaled.h_neurons) == set(default.h_neurons) == set(PLANTED)

@@ -167,3 +167,23 @@ def test_sign_flip_pvalue_matches_the_exact_null():
     assert np.isnan(hs.sign_flip_pvalue(np.zeros(0)))
     with pytest.raises(ValueError):
         hs.sign_flip_pvalue(d, n_permutations=0)
+
+
+def test_paired_diff_and_slope_are_scipy_bca():
+    rng = np.random.default_rng(1)
+    a = (rng.random(120) < 0.1).astype(float)  # rare outcomes: a skewed bootstrap distribution
+    b = (rng.random(120) < 0.2).astype(float)
+    iv = hs.paired_bootstrap_diff(a, b, n_resamples=999, seed=3)
+    ref = sps.bootstrap(
+        (b - a,), np.mean, n_resamples=999, method="BCa", random_state=np.random.default_rng(3)
+    ).confidence_interval
+    assert iv.method == "paired-bootstrap-bca"
+    assert (iv.low, iv.high) == pytest.approx((ref.low, ref.high))
+    alphas = np.array([0.0, 1.0, 2.0])
+    y = (rng.random((80, 3)) < [0.2, 0.3, 0.4]).astype(float)
+    sl = hs.slope_ci(alphas, y, n_resamples=999, seed=0)
+    per_item = (y - y.mean(1, keepdims=True)) @ (alphas - 1.0) / 2.0
+    ref = sps.bootstrap(
+        (per_item,), np.mean, n_resamples=999, method="BCa", random_state=np.random.default_rng(0)
+    ).confidence_interval
+    assert sl.method.endswith("-bca") and (sl.low, sl.high) == pytest.approx((ref.low, ref.high))
