@@ -84,6 +84,8 @@ _LAZY: dict[str, str] = {
     "StoreCorruptError": "store",
     "compute_features": "extract",
     "extract": "extract",
+    "DistEnv": "distributed",
+    "extract_distributed": "distributed",
 }
 
 # public submodules reachable as attributes (``hl.stats.wilson_interval``)
@@ -97,6 +99,7 @@ __all__ = [
     "DataError",
     "DependencyError",
     "DeriveConfig",
+    "DistEnv",
     "DriftReport",
     "ExtractReport",
     "FAITHFUL",
@@ -149,6 +152,7 @@ __all__ = [
     "derive",
     "errors",
     "extract",
+    "extract_distributed",
     "generate",
     "judge_collected",
     "judge_response",
@@ -208,6 +212,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from hneuron_lens.compat import check_kv_cache
     from hneuron_lens.data.records import FAITHFUL, HALLUCINATED, JudgedSample, MCItem, QAItem
     from hneuron_lens.derive import DeriveConfig
+    from hneuron_lens.distributed import DistEnv, extract_distributed
     from hneuron_lens.errors import (
         DataError,
         DependencyError,
