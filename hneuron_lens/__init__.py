@@ -86,6 +86,8 @@ _LAZY: dict[str, str] = {
     "extract": "extract",
     "DistEnv": "distributed",
     "extract_distributed": "distributed",
+    "fit_l1_logistic": "solvers",
+    "l1_logistic_path": "solvers",
 }
 
 # public submodules reachable as attributes (``hl.stats.wilson_interval``)
@@ -153,9 +155,11 @@ __all__ = [
     "errors",
     "extract",
     "extract_distributed",
+    "fit_l1_logistic",
     "generate",
     "judge_collected",
     "judge_response",
+    "l1_logistic_path",
     "length_buckets",
     "load_collected",
     "load_model",
@@ -251,6 +255,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from hneuron_lens.origin import DriftReport, TransferReport
     from hneuron_lens.pipeline import RunConfig, run_pipeline
     from hneuron_lens.probe import NeuronTable, ProbePath, ProbeReport, SparseProbe, probe_path
+    from hneuron_lens.solvers import fit_l1_logistic, l1_logistic_path
     from hneuron_lens.spans import SpanConfig, SpanReport, TokenizedSample, tokenize_samples
     from hneuron_lens.store import (
         ActivationStore,
