@@ -232,3 +232,25 @@ def test_torchrun_two_ranks_killed_rank_resumes_to_the_single_process_store(tmp_
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "merged 0 rows" in cli.stdout
     assert _store_files(store) == before
+
+
+def test_cli_distributed_flag_on_one_process(tiny, tmp_path, reference, monkeypatch, capsys):
+    """`extract --distributed` without a launcher (WORLD_SIZE unset) is a plain extract."""
+    import hneuron_lens.cli as cli
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(cli, "_load_model", lambda args: tiny("llama"))
+    data = tmp_path / "judged.jsonl"
+    keys = ("qid", "question", "response", "label", "answer_text", "split")
+    rows = [{k: getattr(s, k) for k in keys} for s in make_samples(N)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = tmp_path / "store"
+    argv = ["extract", "--data", str(data), "--store", str(store), "--batch-size", "3"]
+    with _one_thread():
+        assert cli.main([*argv, "--distributed", "--regions", "answer,other,input,output"]) == 0
+    assert "rank 0/1" in capsys.readouterr().out
+    a, b = ActivationStore(store, verify=True), ActivationStore(reference)
+    assert a.ids == b.ids
+    for region in b.regions:
+        assert a.features(region)[0].tobytes() == b.features(region)[0].tobytes()
