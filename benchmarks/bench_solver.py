@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache-dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
     p.add_argument("--block-rows", type=int, default=256)
+    p.add_argument("--power-iter", type=int, default=20, help="power-iteration passes (step size)")
     p.add_argument(
         "--memmap", default=None, help="stream X from this float16 .npy (written if absent)"
     )
@@ -119,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         cache_dtype=args.cache_dtype,
     )  # fmt: skip
     C = args.C if args.C is not None else args.c_factor * smallest_active_c(blocks, y)
-    fit = fit_l1_logistic(blocks, y, C, tol=args.tol, max_iter=args.max_iter)
+    fit = fit_l1_logistic(
+        blocks, y, C, tol=args.tol, max_iter=args.max_iter, power_iter=args.power_iter
+    )
     result = {
         "rows": args.rows,
         "features": args.features,
@@ -130,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         "block_rows": args.block_rows,
         "C": C,
         "tol": args.tol,
+        "max_iter": args.max_iter,
+        "power_iter": args.power_iter,
         "torch_threads": torch.get_num_threads(),
         "data_seconds": round(data_s, 2),
         "fit_seconds": round(fit.seconds, 2),
