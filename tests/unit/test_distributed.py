@@ -204,12 +204,13 @@ def _torchrun(script: Path, *args: str, kill: str | None = None) -> subprocess.C
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.slow  # three torchrun launches of 2 processes: ~100 s on a loaded 2-core machine
+@pytest.mark.slow  # four torchrun launches of 2 processes: ~90-130 s on the shared 2-core machine
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 def test_torchrun_two_ranks_killed_rank_resumes_to_the_single_process_store(tmp_path, reference):
     """2 processes, gloo: rank 1 SIGKILLs itself after 2 batches (torchrun stops the run);
     the same command again resumes and merges; the store equals the single-process one bit
-    for bit. A third run through the command line merges nothing and changes nothing."""
+    for bit. A third run through the command line merges nothing and changes nothing; a fourth
+    with other options fails on every rank with rank 0's error (no hang)."""
     script, store = tmp_path / "run.py", tmp_path / "store"
     script.write_text(SCRIPT)
     killed = _torchrun(script, str(store), "api", kill="1:2")
@@ -231,6 +232,14 @@ def test_torchrun_two_ranks_killed_rank_resumes_to_the_single_process_store(tmp_
                     str(store), "--batch-size", "3", "--regions", "answer,other,input,output")  # fmt: skip
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "merged 0 rows" in cli.stdout
+    assert _store_files(store) == before
+    # an error on rank 0 (a store written for other regions) reaches every rank: no hang,
+    # each prints one `error:` line and exits 2, nothing changes
+    bad = _torchrun(script, str(store), "cli", "extract", "--data", str(data), "--store",
+                    str(store), "--batch-size", "3", "--regions", "answer,other")  # fmt: skip
+    assert bad.returncode != 0
+    errors = [x for x in bad.stderr.splitlines() if x.startswith("error: ")]
+    assert len(errors) == 2 and all("store was written for different inputs" in e for e in errors)
     assert _store_files(store) == before
 
 
