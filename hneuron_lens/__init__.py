@@ -86,6 +86,10 @@ _LAZY: dict[str, str] = {
     "StoreCorruptError": "store",
     "compute_features": "extract",
     "extract": "extract",
+    "DistEnv": "distributed",
+    "extract_distributed": "distributed",
+    "fit_l1_logistic": "solvers",
+    "l1_logistic_path": "solvers",
 }
 
 # public submodules reachable as attributes (``hl.stats.wilson_interval``)
@@ -99,6 +103,7 @@ __all__ = [
     "DataError",
     "DependencyError",
     "DeriveConfig",
+    "DistEnv",
     "DriftReport",
     "ExtractReport",
     "FAITHFUL",
@@ -152,9 +157,12 @@ __all__ = [
     "derive",
     "errors",
     "extract",
+    "extract_distributed",
+    "fit_l1_logistic",
     "generate",
     "judge_collected",
     "judge_response",
+    "l1_logistic_path",
     "length_buckets",
     "load_collected",
     "load_model",
@@ -212,6 +220,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from hneuron_lens.compat import check_kv_cache
     from hneuron_lens.data.records import FAITHFUL, HALLUCINATED, JudgedSample, MCItem, QAItem
     from hneuron_lens.derive import DeriveConfig
+    from hneuron_lens.distributed import DistEnv, extract_distributed
     from hneuron_lens.errors import (
         DataError,
         DependencyError,
@@ -250,6 +259,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from hneuron_lens.origin import DriftReport, TransferReport
     from hneuron_lens.pipeline import RunConfig, run_pipeline
     from hneuron_lens.probe import NeuronTable, ProbePath, ProbeReport, SparseProbe, probe_path
+    from hneuron_lens.solvers import fit_l1_logistic, l1_logistic_path
     from hneuron_lens.spans import SpanConfig, SpanReport, TokenizedSample, tokenize_samples
     from hneuron_lens.stability import StabilityResult, stability_selection
     from hneuron_lens.store import (

@@ -254,6 +254,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
     cfg = _config(CETTConfig, regions=tuple(args.regions.split(",")), reduce=args.reduce)
     span_cfg = _config(SpanConfig, fallback=args.fallback)
     check_output_dir(args.store, "activation_store", resume=True, option="--store")
+    from hneuron_lens.distributed import DistEnv, extract_distributed
+
+    env = DistEnv.from_env()  # set by torchrun / accelerate launch
+    if env.is_distributed and args.device == "cuda":
+        args.device = f"cuda:{env.local_rank}"  # one GPU per process
     model = _load_model(args)
     samples, too_long = fit_to_context(model, samples, args.too_long)  # before any parsing
     if too_long:
@@ -268,16 +273,30 @@ def cmd_extract(args: argparse.Namespace) -> int:
             hint="check the responses and aliases, or use --fallback response",
         )
     store = ActivationStore(args.store, dtype=args.store_dtype)
-    report = extract(
-        model,
-        samples,
-        store,
-        cfg,
-        span_cfg=span_cfg,
-        batch_size=args.batch_size,
-        overwrite=args.overwrite,
-        too_long=args.too_long,
-    )
+    if args.distributed or env.is_distributed:
+        report: Any = extract_distributed(
+            model,
+            samples,
+            store,
+            cfg,
+            span_cfg=span_cfg,
+            batch_size=args.batch_size,
+            overwrite=args.overwrite,
+            too_long=args.too_long,
+            env=env,
+            backend=args.dist_backend,
+        )
+    else:
+        report = extract(
+            model,
+            samples,
+            store,
+            cfg,
+            span_cfg=span_cfg,
+            batch_size=args.batch_size,
+            overwrite=args.overwrite,
+            too_long=args.too_long,
+        )
     _emit(str(report))
     return 0
 
@@ -934,6 +953,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="replace a store written for another model/config (never a non-store directory)",
+    )
+    e.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the processes torchrun / accelerate launch starts (automatic "
+        "when WORLD_SIZE > 1): each rank computes its shard, rank 0 merges into --store",
+    )
+    e.add_argument(
+        "--dist-backend",
+        default="gloo",
+        choices=["gloo", "nccl"],
+        help="torch.distributed backend for the ranks' few control messages (default gloo)",
     )
     e.set_defaults(func=cmd_extract)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -106,6 +106,17 @@ def build_fingerprint(
             "library_version": library_version(),
         }
     )
+
+
+def store_fingerprint(
+    model: Any, cfg: Any, span_cfg: Any, too_long: str = "error"
+) -> dict[str, Any]:
+    """The fingerprint :func:`extract` binds a store to: :func:`build_fingerprint`, plus
+    ``truncate_to_context`` (the model's context) when ``too_long="truncate"``."""
+    fingerprint = build_fingerprint(model, cfg, span_cfg, model.tokenizer)
+    if too_long == "truncate":
+        fingerprint["truncate_to_context"] = context_length(model)
+    return fingerprint
 
 
 @dataclass
@@ -280,6 +291,8 @@ def extract(
     overwrite: bool = False,
     too_long: TooLong = "error",
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    exclude: Container[str] = (),
 ) -> ExtractReport:
     """Compute CETT features for ``samples`` and write them to ``store``; resumable.
 
@@ -308,6 +321,12 @@ def extract(
             ``"truncate"`` keeps its first ``n_ctx`` tokens (recorded in the store's
             fingerprint as ``truncate_to_context``; left out when its answer lies beyond).
         progress: show a tqdm bar (samples/s).
+        shard: ``(rank, world_size)``: compute only the batches whose index in
+            :func:`batch_plan` is ``rank`` modulo ``world_size`` (data-parallel extraction,
+            :mod:`hneuron_lens.distributed`). Batches are planned over *all* samples, so every
+            value equals the single-process run's. ``None``: every batch.
+        exclude: sample ids not to compute (already stored elsewhere, e.g. the merged store
+            of a data-parallel run).
 
     Returns:
         An :class:`ExtractReport`.
@@ -323,6 +342,11 @@ def extract(
 
     t0 = time.perf_counter()
     cfg, span_cfg = _configs(cfg, span_cfg, batch_size, too_long)
+    if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise UsageError(
+            f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}",
+            field="shard",
+        )
     if chunk_size is not None:
         if chunk_size < 1:
             raise UsageError(f"chunk_size must be >= 1, got {chunk_size}", field="chunk_size")
@@ -343,10 +367,8 @@ def extract(
     fitted, too_long_skipped = fit_to_context(model, samples, too_long)
 
     tokenizer = model.tokenizer
-    fingerprint = build_fingerprint(model, cfg, span_cfg, tokenizer)
+    fingerprint = store_fingerprint(model, cfg, span_cfg, too_long)
     n_ctx = context_length(model)
-    if too_long == "truncate":
-        fingerprint["truncate_to_context"] = n_ctx
     sites = neuron_sites(model)
     layout = NeuronLayout(tuple(s.d_mlp for s in sites))
     regions = list(cfg.regions)
@@ -393,9 +415,14 @@ def extract(
             if a not in store
         ]
         report.n_skipped = len(report.skipped)
-        todo_total = sum(1 for t in tokenized if t.sample_id not in store)
+
+        def skip(sample_id: str) -> bool:
+            return sample_id in store or sample_id in exclude
+
+        mine = _shard_ids(tokenized, batch_size, shard)
+        todo_total = sum(1 for t in tokenized if not skip(t.sample_id) and t.sample_id in mine)
         bar = tqdm(total=todo_total, disable=not progress, unit="sample", desc="extract CETT")
-        batches = _cett_batches(model, tokenized, cfg, sites, batch_size, skip=store.__contains__)
+        batches = _cett_batches(model, tokenized, cfg, sites, batch_size, skip=skip, shard=shard)
         for batch_samples, feats in batches:
             ids = [t.sample_id for t in batch_samples]
             store.write_batch(
@@ -426,12 +453,15 @@ def _cett_batches(
     sites: list[Any],
     batch_size: int,
     skip: Any = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterable[tuple[list[Any], dict[str, np.ndarray]]]:
     """Run the CETT engine over length buckets of ``tokenized`` samples.
 
     Yields ``(samples, {region: float32 [n, n_features]})`` per batch, leaving out samples for
-    which ``skip(sample_id)`` is true (a batch whose samples are all skipped is not run). Buckets
-    are formed over *all* samples, so the values do not depend on what was skipped.
+    which ``skip(sample_id)`` is true (a batch whose samples are all skipped is not run) and,
+    with ``shard=(rank, world_size)``, every batch whose index is not ``rank`` modulo
+    ``world_size``. Buckets are formed over *all* samples, so the values do not depend on what
+    was skipped.
     """
     layout = NeuronLayout(tuple(s.d_mlp for s in sites))
     regions = tuple(cfg.regions)
@@ -440,7 +470,9 @@ def _cett_batches(
         device = next(model.parameters()).device
     except (StopIteration, AttributeError):
         device = None
-    for bucket in length_buckets(tokenized, batch_size):
+    for k, bucket in enumerate(length_buckets(tokenized, batch_size)):
+        if shard is not None and k % shard[1] != shard[0]:
+            continue
         batch_samples = [tokenized[i] for i in bucket]
         keep = [k for k, t in enumerate(batch_samples) if skip is None or not skip(t.sample_id)]
         if not keep:
@@ -454,6 +486,39 @@ def _cett_batches(
             for r in regions
         }
         yield [batch_samples[k] for k in keep], feats
+
+
+def _shard_ids(tokenized: list[Any], batch_size: int, shard: tuple[int, int] | None) -> set[str]:
+    """Ids of the samples in the batches ``shard`` computes (all of them for ``None``)."""
+    buckets = length_buckets(tokenized, batch_size)
+    return {
+        tokenized[i].sample_id
+        for k, bucket in enumerate(buckets)
+        if shard is None or k % shard[1] == shard[0]
+        for i in bucket
+    }
+
+
+def batch_plan(
+    model: Any,
+    samples: Sequence[JudgedSample],
+    *,
+    span_cfg: Any | None = None,
+    batch_size: int = 16,
+    too_long: TooLong = "error",
+) -> list[list[str]]:
+    """The sample ids of every batch :func:`extract` runs, in the order it runs them.
+
+    Samples whose answer span cannot be located (or that are too long, with
+    ``too_long="skip"``) are left out, as :func:`extract` leaves them out. Batch ``k`` belongs
+    to shard ``k % world_size`` of a data-parallel run; a store filled by writing these batches
+    in this order has the chunk layout of a single-process run.
+    """
+    _, span_cfg = _configs(None, span_cfg, batch_size, too_long)
+    fitted, _ = fit_to_context(model, samples, too_long)
+    tokenized, _ = tokenize_samples(model.tokenizer, fitted, span_cfg)
+    tokenized, _, _ = _apply_context(tokenized, context_length(model), too_long, len(samples))
+    return [[tokenized[i].sample_id for i in b] for b in length_buckets(tokenized, batch_size)]
 
 
 def compute_features(

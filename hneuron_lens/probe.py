@@ -401,7 +401,9 @@ class SparseProbe(BaseEstimator):
         class_weight: Passed to scikit-learn (``None`` or ``"balanced"`` or a dict). Default
             ``"balanced"``: 3-vs-1 training has about three negatives per positive, which pushes
             p > 0.5 decisions and the fit toward the negative class; balancing undoes it.
-        solver: ``"liblinear"`` (the paper's default) or ``"saga"`` (float32-native, warm starts).
+        solver: ``"liblinear"`` (the paper's default), ``"saga"`` (float32-native, warm starts)
+            or ``"torch"`` (L1 only: FISTA on CPU/GPU for very wide probes, intercept
+            unpenalised; ``tol`` is its KKT tolerance: see :mod:`hneuron_lens.solvers`).
         max_iter: Maximum solver iterations.
         tol: Solver tolerance.
         random_state: Seed for the solver's coordinate order.
@@ -458,8 +460,10 @@ class SparseProbe(BaseEstimator):
         if self.penalty not in ("l1", "l2"):
             raise ValueError(f"penalty must be 'l1' or 'l2', got {self.penalty!r}")
         _check_mode(self.mode)
-        if self.solver not in ("liblinear", "saga"):
-            raise ValueError(f"solver must be 'liblinear' or 'saga', got {self.solver!r}")
+        if self.solver not in ("liblinear", "saga", "torch"):
+            raise ValueError(f"solver must be 'liblinear', 'saga' or 'torch', got {self.solver!r}")
+        if self.solver == "torch" and self.penalty != "l1":
+            raise ValueError("solver='torch' fits penalty='l1' only")
         if int(self.max_iter) < 1:
             raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
         if not self.intercept_scaling > 0:
@@ -467,7 +471,17 @@ class SparseProbe(BaseEstimator):
         if not self.tol > 0:
             raise ValueError(f"tol must be > 0, got {self.tol}")
 
-    def _make_estimator(self, warm_start: bool = False) -> LogisticRegression:
+    def _make_estimator(self, warm_start: bool = False) -> Any:
+        if self.solver == "torch":  # FISTA in torch, unpenalised intercept (solvers.py)
+            from hneuron_lens.solvers import TorchL1Logistic
+
+            return TorchL1Logistic(
+                C=float(self.C),
+                tol=float(self.tol),
+                max_iter=int(self.max_iter),
+                class_weight=self.class_weight,
+                warm_start=warm_start,
+            )
         return LogisticRegression(
             C=float(self.C),
             l1_ratio=1.0 if self.penalty == "l1" else 0.0,

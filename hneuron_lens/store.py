@@ -231,6 +231,22 @@ def _to_dtype(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 @dataclass
+class StoredRows:
+    """Some stored samples, in the order asked for (:meth:`ActivationStore.rows`)."""
+
+    ids: list[str]
+    """Sample ids."""
+    features: dict[str, np.ndarray]
+    """``{region: [n, n_features]}`` in the store's dtype, checksum-verified."""
+    labels: list[int]
+    """0 (faithful) / 1 (hallucinated) per sample."""
+    splits: list[str | None]
+    """Split name per sample."""
+    sample_hashes: list[str | None]
+    """Content hash per sample (``None`` when written without one)."""
+
+
+@dataclass
 class _Chunk:
     """One validated chunk as recorded by its sidecar."""
 
@@ -1283,6 +1299,28 @@ class ActivationStore:
         x = self._gather(region, ids, self._columns(layers))
         y = np.asarray([self._meta(i)["label"] for i in ids], dtype=np.int8)
         return x, y, ids
+
+    def rows(self, ids: Sequence[str]) -> StoredRows:
+        """The stored rows and metadata of ``ids``, in that order (what :meth:`write_batch`
+        needs to copy them into another store bit for bit).
+
+        Raises:
+            KeyError: an id is not stored.
+            StoreCorruptError: a chunk read is damaged (see the message for the fix).
+        """
+        self._check_readable()
+        ids = [str(i) for i in ids]
+        missing = [i for i in ids if i not in self._rows]
+        if missing:
+            raise KeyError(f"{len(missing)} ids are not in {self.path}, e.g. {missing[:3]}")
+        metas = [self._meta(i) for i in ids]
+        return StoredRows(
+            ids=ids,
+            features={r: self._gather(r, ids, slice(None)) for r in self.regions},
+            labels=[m["label"] for m in metas],
+            splits=[m["split"] for m in metas],
+            sample_hashes=[m["sha256"] for m in metas],
+        )
 
     def split(self, name: str | None) -> FeatureSplit:
         """All regions of one split (``None``: samples without a split) as a FeatureSplit.
