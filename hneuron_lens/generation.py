@@ -409,6 +409,8 @@ def _next_tokens(
     if not cfg.do_sample:
         return logits.argmax(dim=-1)
     assert generators is not None and len(generators) == logits.shape[0]
+    if logits.device != generators[0].device:  # the unembedding sits on another device
+        logits = logits.to(generators[0].device)
     if cfg.top_k and cfg.top_k < logits.shape[-1]:
         probs, index = top_k_probs(logits, cfg.temperature, cfg.top_k, cfg.top_p)
         picks = torch.cat(
