@@ -40,14 +40,22 @@ class RunConfig:
     questions: str = "builtin"
     """``"builtin"`` (the built-in set plus fabricated entities) or an open-QA / consistency file
     (e.g. ``../shared/data/triviaqa/gemma3_4b_it_consistency_samples.jsonl``)."""
-    n_questions: int | None = 500
+    n_questions: int | None = None
     """Questions to ask (a seeded subset; ``None``: all of them)."""
+    builtin_easy: bool = True
+    """With ``questions="builtin"``, add the built-in "easy" topics (cities, landmarks, opposites,
+    days, months, colours, animal legs): the default model is consistently right on few of the
+    other questions, and a probe needs faithful samples as much as hallucinated ones."""
     nonexistent: int = 40
     """Fabricated-entity questions added (any confident answer is a hallucination)."""
     k: int = 4
     """Sampled responses per question (the paper uses 10)."""
     max_new_tokens: int = 32
     """Most tokens per response."""
+    stop_at_sentence: bool = True
+    """Stop each response at the end of its first sentence (the answer, for these short-answer
+    prompts); the rest is rambling that costs most of the generation time. ``False`` judges and
+    extracts whole responses, as the paper does."""
     batch_size: int = 32
     """Generation and extraction batch size."""
     Cs: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -177,7 +185,7 @@ def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
 
     rng = random.Random(cfg.seed)
     if cfg.questions == "builtin":
-        items = builtin_qa()
+        items = builtin_qa(include_easy=cfg.builtin_easy)
     else:
         from hneuron_lens.collect import PAPER_SUFFIX
         from hneuron_lens.data.loaders import load_qa
@@ -194,7 +202,11 @@ def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
 
     t = time.perf_counter()
     ccfg = CollectConfig(
-        k=cfg.k, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed
+        k=cfg.k,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        stop_at_sentence=cfg.stop_at_sentence,
     )
     collect_result = collect(model, items, ccfg, out / "responses.jsonl")
     seconds["collect"] = time.perf_counter() - t
