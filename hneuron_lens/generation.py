@@ -487,8 +487,8 @@ def ends_sentence(text: str) -> bool:
     """True when ``text`` (stripped of trailing spaces) ends a sentence: ``.``, ``!`` or ``?``
     after a word of two or more characters that is not in :data:`ABBREVIATIONS`.
 
-    Single characters before a period (initials such as ``J.``, list numbers such as ``1.``) do
-    not end a sentence.
+    Single characters before a period (initials such as ``J.``, list numbers such as ``1.``) and
+    dotted initials (``J.R.R.``, ``D.C.``) do not end a sentence.
 
     Example:
         >>> ends_sentence("The capital is Paris."), ends_sentence("J. R. R."), ends_sentence("Dr.")
@@ -501,7 +501,8 @@ def ends_sentence(text: str) -> bool:
         return len(text) > 1
     word = text[:-1].split()[-1] if text[:-1].split() else ""
     word = word.strip("\"'()[]")
-    return len(word) >= 2 and word.lower() not in ABBREVIATIONS
+    # "J.R.R." / "D.C." / "U.S.": a period inside the word marks initials, not a sentence end
+    return len(word) >= 2 and "." not in word and word.lower() not in ABBREVIATIONS
 
 
 def _piece(tok: Any, t: int, cache: dict[int, str]) -> str:

@@ -465,7 +465,7 @@ def test_ends_sentence():
     assert ends_sentence("The capital of France is Paris.")
     assert ends_sentence("It was 1969. ")
     assert ends_sentence("Really?") and ends_sentence("Yes!")
-    for text in ("", "Paris", "J.", "J. R. R.", "Dr.", "It is 3.", "e.g.", "Washington, D.C"):
+    for text in ("", "Paris", "J.", "J. R. R.", "Dr.", "It is 3.", "e.g.", "Washington, D.C", "by J.R.R.", "Washington, D.C."):
         assert not ends_sentence(text), text
 
 
