@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -465,7 +466,18 @@ def test_ends_sentence():
     assert ends_sentence("The capital of France is Paris.")
     assert ends_sentence("It was 1969. ")
     assert ends_sentence("Really?") and ends_sentence("Yes!")
-    for text in ("", "Paris", "J.", "J. R. R.", "Dr.", "It is 3.", "e.g.", "Washington, D.C", "by J.R.R.", "Washington, D.C."):
+    for text in (
+        "",
+        "Paris",
+        "J.",
+        "J. R. R.",
+        "Dr.",
+        "It is 3.",
+        "e.g.",
+        "Washington, D.C",
+        "by J.R.R.",
+        "Washington, D.C.",
+    ):
         assert not ends_sentence(text), text
 
 
@@ -490,3 +502,47 @@ def test_stop_at_sentence():
     assert (stats.n_sentence, stats.n_eos) == (1, 2)
     off = generate(*scripted(scripts), greedy(max_new_tokens=8, batch_size=3))
     assert off[0].output_ids == (par, is_, dot, the, a)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_shared_prefix_pass_keeps_outputs(tiny, family, monkeypatch):
+    """The batch's common prefix (here a system turn) run once gives the same tokens."""
+    import hneuron_lens.generation as gen
+
+    model = tiny(family)
+    prompts = [
+        build_prompt_ids(model.tokenizer, q, system="You are a quiz bot. Be brief.")
+        for q in QUESTIONS
+    ]
+    assert gen.common_prefix_length(prompts) >= gen.MIN_SHARED_PREFIX
+    used = []
+    real = gen._prefix_prompt_pass
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(gen, "_prefix_prompt_pass", spy)
+    for cfg in (
+        greedy(max_new_tokens=8, batch_size=8, num_samples=2),
+        sampled(max_new_tokens=8, batch_size=8, num_samples=2, seed=1),
+    ):
+        on = generate(model, prompts, cfg)
+        assert used and all(used)
+        off = generate(model, prompts, replace(cfg, share_prefix=False))
+        assert [g.output_ids for g in on] == [g.output_ids for g in off]
+    used.clear()
+    with hooked(model, [("blocks.0.mlp.hook_post", lambda x, hook: None)]):
+        generate(model, prompts, greedy(max_new_tokens=2, batch_size=8))
+    assert not used  # hooks see the documented single prompt pass
+
+
+def test_common_prefix_length():
+    from hneuron_lens.generation import common_prefix_length
+
+    assert common_prefix_length([]) == 0
+    assert common_prefix_length([[1, 2, 3]]) == 2  # one own token is always left
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert common_prefix_length([[1, 2], [3, 4]]) == 0
+    assert common_prefix_length([[7], [7, 8]]) == 0
