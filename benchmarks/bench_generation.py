@@ -19,8 +19,8 @@ interleaved over ``--repeats`` rounds and the median is reported, so load drift 
 weights (loaded from the same directory), the same prompts and the same sampling settings (T=1.0,
 top-k 50, top-p 0.9, ``--k`` samples per prompt, ``--max-new-tokens``, stop at the chat template's
 end-of-turn token), each at every batch size of ``--batch-sizes`` (rows = prompt x sample per
-forward pass); the best of each is compared. It reports responses/s (what collection needs) and
-generated tokens/s (stop tokens excluded; the two methods draw different random samples, so
+forward pass); the best of each (by responses per CPU-second) is compared. It reports
+responses/s (what collection needs) and generated tokens/s (stop tokens excluded; the two methods draw different random samples, so
 their token counts differ a little), and responses per CPU-second of this process
 (``time.process_time``), which a machine shared with other jobs disturbs much less than wall time.
 
@@ -292,7 +292,7 @@ def compare_hf(args: argparse.Namespace) -> None:
                 flush=True,
             )
     best = {
-        name: max((r for r in rows if r["method"] == name), key=lambda r: r["resp_per_s"])
+        name: max((r for r in rows if r["method"] == name), key=lambda r: r["resp_per_cpu_s"])
         for name in methods
     }
     hf_b = best["transformers generate"]
