@@ -25,6 +25,11 @@ their token counts differ a little), and responses per CPU-second of this proces
 (``time.process_time``), which a machine shared with other jobs disturbs much less than wall time.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_generation.py --compare-hf --n 16 --k 4 --batch-sizes 16 32 64
+
+``--step-cost`` prints the CPU cost of a prompt token and of a decoding step per row at each
+``--batch-sizes``: whether decoding is compute- or overhead-bound on this machine.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_generation.py --step-cost --batch-sizes 16 64 128 256
 """
 
 from __future__ import annotations
@@ -103,7 +108,15 @@ def main() -> None:
         action="store_true",
         help="--compare-hf: also time hl.generate stopping at the first sentence (hneuron-lens run)",
     )
+    ap.add_argument(
+        "--step-cost",
+        action="store_true",
+        help="CPU cost of a 40-token prompt pass and of a KV-cache decoding step per batch size",
+    )
     args = ap.parse_args()
+    if args.step_cost:
+        step_cost(args)
+        return
     if args.compare_hf:
         compare_hf(args)
         return
@@ -311,6 +324,34 @@ def compare_hf(args: argparse.Namespace) -> None:
     print(
         json.dumps({"rows": rows, "best": best, "ratio": ratio, "threads": torch.get_num_threads()})
     )
+
+
+def step_cost(args: argparse.Namespace) -> None:
+    """CPU seconds of a prompt pass (40 random tokens per row) and of one decoding step, by rows."""
+    from hneuron_lens.compat import kv_cache_compat
+
+    model = load_model(args.model, device=args.device)
+    torch.manual_seed(0)
+    with torch.no_grad(), kv_cache_compat(model):
+        for rows in args.batch_sizes:
+            ids = torch.randint(100, 1000, (rows, 40), device=args.device)
+            c0 = time.process_time()
+            _, cache = model(ids, return_type="logits_and_cache", use_cache=True, logits_to_keep=1)
+            prompt = time.process_time() - c0
+            mask = torch.ones(rows, 40, dtype=torch.long, device=args.device)
+            nxt = ids[:, -1:]
+            c0 = time.process_time()
+            for _ in range(4):
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                _, cache = model(
+                    nxt, attention_mask=mask, past_key_values=cache, return_type="logits_and_cache"
+                )
+            step = (time.process_time() - c0) / 4
+            print(
+                f"rows {rows:4d}: prompt pass {1000 * prompt / (rows * 40):.2f} CPU-ms per token, "
+                f"decoding step {1000 * step / rows:.2f} CPU-ms per row",
+                flush=True,
+            )
 
 
 def replace_cfg(cfg: GenerationConfig, **changes: Any) -> GenerationConfig:
