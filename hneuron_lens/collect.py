@@ -86,7 +86,8 @@ class CollectConfig:
     the answer is the first sentence, and the rambling after it costs most of the forward
     passes. Off by default (the paper judges whole responses); ``hneuron-lens run`` turns it on."""
     write_every: int = 16
-    """Questions generated and appended to the file together (does not change the outputs)."""
+    """Questions generated and appended to the file together (does not change the outputs);
+    raised to ``ceil(batch_size / n_samples)`` when smaller, so every batch can be full."""
     progress: bool = True
     """Show a tqdm progress bar over questions."""
 
@@ -425,8 +426,9 @@ def collect(
             }
             fh.write((json.dumps(header) + "\n").encode())
             fh.flush()
-        for start in range(0, len(todo), cfg.write_every):
-            chunk = todo[start : start + cfg.write_every]
+        per_call = max(cfg.write_every, -(-cfg.batch_size // cfg.n_samples))
+        for start in range(0, len(todo), per_call):
+            chunk = todo[start : start + per_call]
             prompts = [
                 build_prompt_ids(tok, it.question, suffix=cfg.suffix, system=cfg.system, chat=chat)
                 for it in chunk
