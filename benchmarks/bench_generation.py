@@ -13,12 +13,30 @@ interleaved over ``--repeats`` rounds and the median is reported, so load drift 
     OMP_NUM_THREADS=1 python benchmarks/bench_generation.py                 # default model, CPU
     python benchmarks/bench_generation.py --intervene 30 --repeats 3      # hook overhead
     python benchmarks/bench_generation.py --device cuda --n 64 --batch-sizes 1 16 64
+
+``--compare-hf`` times collection-style sampling instead: :func:`hneuron_lens.generate` (what
+``hl.collect`` runs) against plain ``transformers`` ``AutoModelForCausalLM.generate`` on the same
+weights (loaded from the same directory), the same prompts and the same sampling settings (T=1.0,
+top-k 50, top-p 0.9, ``--k`` samples per prompt, ``--max-new-tokens``, stop at the chat template's
+end-of-turn token), each at every batch size of ``--batch-sizes`` (rows = prompt x sample per
+forward pass); the best of each (by responses per CPU-second) is compared. It reports
+responses/s (what collection needs) and generated tokens/s (stop tokens excluded; the two methods draw different random samples, so
+their token counts differ a little), and responses per CPU-second of this process
+(``time.process_time``), which a machine shared with other jobs disturbs much less than wall time.
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_generation.py --compare-hf --n 16 --k 4 --batch-sizes 16 32 64
+
+``--step-cost`` prints the CPU cost of a prompt token and of a decoding step per row at each
+``--batch-sizes``: whether decoding is compute- or overhead-bound on this machine.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_generation.py --step-cost --batch-sizes 16 64 128 256
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import statistics
 import time
@@ -28,7 +46,7 @@ import torch
 
 from hneuron_lens.generation import GenerationConfig, build_prompt_ids, generate
 from hneuron_lens.intervene import HookedIntervention, NeuronSet
-from hneuron_lens.models import load_model
+from hneuron_lens.models import EMBEDDED, embedded_checkpoint, load_model
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -79,7 +97,29 @@ def main() -> None:
         "--intervene", type=int, default=0, help="also time HookedIntervention on K neurons"
     )
     ap.add_argument("--repeats", type=int, default=1, help="interleaved rounds (median)")
+    ap.add_argument(
+        "--compare-hf",
+        action="store_true",
+        help="sampled collection: hl.generate vs transformers generate, best batch size each",
+    )
+    ap.add_argument("--k", type=int, default=4, help="samples per prompt (--compare-hf)")
+    ap.add_argument(
+        "--stop-at-sentence",
+        action="store_true",
+        help="--compare-hf: also time hl.generate stopping at the first sentence (hneuron-lens run)",
+    )
+    ap.add_argument(
+        "--step-cost",
+        action="store_true",
+        help="CPU cost of a 40-token prompt pass and of a KV-cache decoding step per batch size",
+    )
     args = ap.parse_args()
+    if args.step_cost:
+        step_cost(args)
+        return
+    if args.compare_hf:
+        compare_hf(args)
+        return
 
     model = load_model(args.model, device=args.device)
     qs = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.n)]
@@ -156,6 +196,166 @@ def main() -> None:
         )
     print(f"identical greedy outputs across batch sizes (and with the 1+1e-6 hooks): {same}")
     print(json.dumps({"rows": rows, "identical": same, "threads": torch.get_num_threads()}))
+
+
+def _hf_generate_rows(
+    hf: Any,
+    prompts: list[list[int]],
+    k: int,
+    rows_per_batch: int,
+    stops: list[int],
+    pad: int,
+    max_new_tokens: int,
+    device: str,
+) -> tuple[int, int]:
+    """Plain ``transformers`` sampling of ``k`` responses per prompt; returns (responses, tokens)."""
+    per_batch = max(1, rows_per_batch // k)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # same bucketing as hl
+    n_resp = n_tok = 0
+    for b in range(0, len(order), per_batch):
+        group = [prompts[i] for i in order[b : b + per_batch]]
+        width = max(len(p) for p in group)
+        ids = torch.full((len(group), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.long)
+        for i, p in enumerate(group):
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
+        with torch.no_grad():
+            out = hf.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                do_sample=True,
+                temperature=1.0,
+                top_k=50,
+                top_p=0.9,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=k,
+                eos_token_id=stops,
+                pad_token_id=pad,
+            )
+        for row in out[:, width:].tolist():
+            n_resp += 1
+            for t in row:
+                if t in stops:
+                    break
+                n_tok += 1
+    return n_resp, n_tok
+
+
+def compare_hf(args: argparse.Namespace) -> None:
+    """``hl.generate`` (collection's sampler) vs ``transformers`` generate, best batch size each."""
+    from transformers import AutoModelForCausalLM
+
+    from hneuron_lens.generation import stop_token_ids
+    from hneuron_lens.spans import pad_token_id
+
+    model = load_model(args.model, device=args.device)
+    source = str(embedded_checkpoint(args.model)) if args.model in EMBEDDED else args.model
+    hf = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(args.device).eval()
+    qs = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.n)]
+    prompts = [build_prompt_ids(model.tokenizer, q, suffix=SUFFIX) for q in qs]
+    stops = sorted(stop_token_ids(model))
+    pad = pad_token_id(model.tokenizer, fallback=stops[0])
+    print(
+        f"{args.n} prompts x k={args.k}, {args.max_new_tokens} new tokens, T=1.0 top-k 50 "
+        f"top-p 0.9, stops {stops}, {torch.get_num_threads()} threads, device {args.device}"
+    )
+    rows: list[dict[str, Any]] = []
+    methods = ["hl.generate", "transformers generate"]
+    if args.stop_at_sentence:
+        methods.insert(1, "hl.generate, stop at sentence")
+    for bs in args.batch_sizes:
+        cfg = GenerationConfig(
+            max_new_tokens=args.max_new_tokens,
+            num_samples=args.k,
+            batch_size=bs,
+            seed=0,
+            progress=False,
+        )
+        generate(model, prompts[:1], replace_cfg(cfg, num_samples=1, max_new_tokens=2))  # warm-up
+        _hf_generate_rows(hf, prompts[:1], 1, 1, stops, pad, 2, args.device)
+        for name in methods:
+            torch.manual_seed(0)
+            t0, c0 = time.perf_counter(), time.process_time()
+            if name.startswith("hl.generate"):
+                sentence = {"stop_at_sentence": True} if "sentence" in name else {}
+                gens = generate(model, prompts, replace_cfg(cfg, **sentence))
+                n_resp, n_tok = len(gens), sum(len(g.output_ids) for g in gens)
+            else:
+                n_resp, n_tok = _hf_generate_rows(
+                    hf, prompts, args.k, bs, stops, pad, args.max_new_tokens, args.device
+                )
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+            row = {
+                "method": name,
+                "batch": bs,
+                "seconds": dt,
+                "cpu_seconds": cpu,
+                "resp_per_cpu_s": n_resp / cpu,
+                "responses": n_resp,
+                "tokens": n_tok,
+                "resp_per_s": n_resp / dt,
+                "tok_per_s": n_tok / dt,
+            }
+            rows.append(row)
+            print(
+                f"{name:<22} batch {bs:4d} {dt:8.1f} s wall {cpu:8.1f} s cpu {n_resp:5d} resp "
+                f"{n_tok:6d} tok {row['resp_per_s']:7.2f} resp/s {row['tok_per_s']:8.1f} tok/s "
+                f"{row['resp_per_cpu_s']:7.2f} resp/cpu-s",
+                flush=True,
+            )
+    best = {
+        name: max((r for r in rows if r["method"] == name), key=lambda r: r["resp_per_cpu_s"])
+        for name in methods
+    }
+    hf_b = best["transformers generate"]
+    ratio: dict[str, dict[str, float]] = {}
+    for name in methods[:-1]:
+        hl_b = best[name]
+        ratio[name] = {
+            key: hl_b[key] / hf_b[key] for key in ("resp_per_s", "tok_per_s", "resp_per_cpu_s")
+        }
+        print(
+            f"best: {name} batch {hl_b['batch']} {hl_b['resp_per_s']:.2f} resp/s vs "
+            f"transformers batch {hf_b['batch']} {hf_b['resp_per_s']:.2f} resp/s: "
+            f"{ratio[name]['resp_per_s']:.2f}x responses/s, {ratio[name]['tok_per_s']:.2f}x "
+            f"tokens/s, {ratio[name]['resp_per_cpu_s']:.2f}x responses per CPU-second"
+        )
+    print(
+        json.dumps({"rows": rows, "best": best, "ratio": ratio, "threads": torch.get_num_threads()})
+    )
+
+
+def step_cost(args: argparse.Namespace) -> None:
+    """CPU seconds of a prompt pass (40 random tokens per row) and of one decoding step, by rows."""
+    from hneuron_lens.compat import kv_cache_compat
+
+    model = load_model(args.model, device=args.device)
+    torch.manual_seed(0)
+    with torch.no_grad(), kv_cache_compat(model):
+        for rows in args.batch_sizes:
+            ids = torch.randint(100, 1000, (rows, 40), device=args.device)
+            c0 = time.process_time()
+            _, cache = model(ids, return_type="logits_and_cache", use_cache=True, logits_to_keep=1)
+            prompt = time.process_time() - c0
+            mask = torch.ones(rows, 40, dtype=torch.long, device=args.device)
+            nxt = ids[:, -1:]
+            c0 = time.process_time()
+            for _ in range(4):
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                _, cache = model(
+                    nxt, attention_mask=mask, past_key_values=cache, return_type="logits_and_cache"
+                )
+            step = (time.process_time() - c0) / 4
+            print(
+                f"rows {rows:4d}: prompt pass {1000 * prompt / (rows * 40):.2f} CPU-ms per token, "
+                f"decoding step {1000 * step / rows:.2f} CPU-ms per row",
+                flush=True,
+            )
+
+
+def replace_cfg(cfg: GenerationConfig, **changes: Any) -> GenerationConfig:
+    return dataclasses.replace(cfg, **changes)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ _LAZY: dict[str, str] = {
     "judge_response": "judge",
     "NeuronSite": "models",
     "UnsupportedModelError": "models",
+    "check_device_map": "models",
     "load_model": "models",
     "model_identity": "models",
     "neuron_sites": "models",
@@ -148,6 +149,7 @@ __all__ = [
     "alpha_sweep",
     "build_prompt_ids",
     "cett",
+    "check_device_map",
     "check_kv_cache",
     "collate",
     "collect",
@@ -252,6 +254,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from hneuron_lens.models import (
         NeuronSite,
         UnsupportedModelError,
+        check_device_map,
         load_model,
         model_identity,
         neuron_sites,

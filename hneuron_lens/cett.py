@@ -206,37 +206,33 @@ def cett(
     real = batch.attention_mask.bool()
     masks = torch.stack([batch.region_masks[r] & real for r in cfg.regions])  # [R, B, P]
     counts = masks.sum(-1)  # [R, B]
+    weights: Tensor | None = None
     if cfg.reduce == "mean":
         weights = masks.float() / counts.clamp(min=1).unsqueeze(-1).float()
     out = torch.full((len(cfg.regions), bsz, n_layers, max_d), float("nan"), device=device)
     stash: dict[int, Tensor] = {}
+    # Layers may live on different devices (a model spread over GPUs with a device map): each
+    # layer reduces on its own activation's device, with the (small) masks copied there once, and
+    # only the reduced [regions, batch, d_mlp] result moves to the output's device.
+    local: dict[torch.device, tuple[Tensor, Tensor, Tensor | None]] = {
+        device: (real, masks, weights)
+    }
+
+    def on(dev: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
+        if dev not in local:
+            r, m, w = local[device]
+            local[dev] = (r.to(dev), m.to(dev), w.to(dev) if w is not None else None)
+        return local[dev]
 
     def post_hook(z: Tensor, hook: Any, layer: int) -> None:
         stash[layer] = z
 
     def out_hook(y: Tensor, hook: Any, layer: int) -> None:
         site = sites[layer]
-        z = stash.pop(layer).float()
-        y = y.float()
-        if not cfg.include_bias and site.b_out is not None:
-            y = y - site.b_out.to(y.device)
-        inv = 1.0 / (torch.linalg.vector_norm(y, dim=-1) + cfg.eps)  # [B, P]
-        inv = torch.where(real, inv, torch.zeros_like(inv))
-        a = z.abs() if cfg.abs else z
-        a = torch.where(real.unsqueeze(-1), a, torch.zeros_like(a))  # pads hold garbage
-        wn = site.w_out_norm.to(a.device) if cfg.weight_norm else None
-        if cfg.reduce == "mean":
-            coef = (weights * inv.unsqueeze(0)).transpose(0, 1)  # [B, R, P]
-            red = torch.bmm(coef, a).transpose(0, 1)  # [R, B, d_mlp]
-            if wn is not None:
-                red = red * wn
-        else:
-            full = a * inv.unsqueeze(-1)
-            if wn is not None:
-                full = full * wn
-            neg = torch.tensor(float("-inf"), device=full.device)
-            red = torch.stack([torch.where(m.unsqueeze(-1), full, neg).amax(dim=1) for m in masks])
-        out[:, :, layer, : site.d_mlp] = red
+        z = stash.pop(layer)
+        real_l, masks_l, weights_l = on(z.device)
+        red = reduce_layer(z, y, real_l, masks_l, weights_l, site.w_out_norm, site.b_out, cfg)
+        out[:, :, layer, : site.d_mlp] = red.to(out.device)
         if cfg.stop_early and layer == n_layers - 1:
             raise _Stop
 
@@ -256,6 +252,52 @@ def cett(
     empty = (counts == 0).unsqueeze(-1).unsqueeze(-1)  # [R, B, 1, 1]
     out = torch.where(empty, torch.full_like(out, float("nan")), out)
     return {r: out[i] for i, r in enumerate(cfg.regions)}
+
+
+def reduce_layer(
+    z: Float[Tensor, "batch pos d_mlp"],
+    y: Float[Tensor, "batch pos d_model"],
+    real: Bool[Tensor, "batch pos"],
+    masks: Bool[Tensor, "regions batch pos"],
+    weights: Float[Tensor, "regions batch pos"] | None,
+    w_out_norm: Float[Tensor, " d_mlp"],
+    b_out: Float[Tensor, " d_model"] | None,
+    cfg: CETTConfig,
+) -> Float[Tensor, "regions batch d_mlp"]:
+    """One layer's CETT reduced over each region, computed on the activations' device.
+
+    The small inputs (masks, weights, norms, bias) are moved to ``z``'s device when they are
+    elsewhere (a layer on another GPU), so nothing assumes one device for the whole model.
+
+    Args:
+        z: neuron activations (``hook_post``); y: MLP output (``hook_out``), same device.
+        real: True at non-pad positions. masks: region masks (already ``& real``).
+        weights: ``masks / count`` per region for ``reduce="mean"``, else ``None`` (max).
+        w_out_norm: float32 ``||W_out[j, :]||``. b_out: float32 output bias or ``None``.
+        cfg: the CETT settings.
+
+    Returns:
+        float32 ``[regions, batch, d_mlp]`` on ``z``'s device.
+    """
+    dev = z.device
+    real, masks = real.to(dev), masks.to(dev)
+    z, y = z.float(), y.float()
+    if not cfg.include_bias and b_out is not None:
+        y = y - b_out.to(dev)
+    inv = 1.0 / (torch.linalg.vector_norm(y, dim=-1) + cfg.eps)  # [B, P]
+    inv = torch.where(real, inv, torch.zeros_like(inv))
+    a = z.abs() if cfg.abs else z
+    a = torch.where(real.unsqueeze(-1), a, torch.zeros_like(a))  # pads hold garbage
+    wn = w_out_norm.to(dev) if cfg.weight_norm else None
+    if weights is not None:
+        coef = (weights.to(dev) * inv.unsqueeze(0)).transpose(0, 1)  # [B, R, P]
+        red = torch.bmm(coef, a).transpose(0, 1)  # [R, B, d_mlp]
+        return red * wn if wn is not None else red
+    full = a * inv.unsqueeze(-1)
+    if wn is not None:
+        full = full * wn
+    neg = torch.tensor(float("-inf"), device=dev)
+    return torch.stack([torch.where(m.unsqueeze(-1), full, neg).amax(dim=1) for m in masks])
 
 
 def _bind(fn: Any, layer: int) -> Any:

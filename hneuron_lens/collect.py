@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from hneuron_lens.data.records import JudgedSample, QAItem
 from hneuron_lens.errors import DataError
 from hneuron_lens.generation import (
+    SAMPLER,
     GenerationConfig,
     GenerationStats,
     build_prompt_ids,
@@ -79,8 +80,14 @@ class CollectConfig:
     """Use the chat template: ``None`` = when the tokenizer has one."""
     stop_at_newline: bool | None = None
     """Stop at the first newline after some text: ``None`` = for base (non-chat) prompts only."""
+    stop_at_sentence: bool = False
+    """Stop each response at the end of its first sentence (see
+    :attr:`hneuron_lens.generation.GenerationConfig.stop_at_sentence`): for short-answer prompts
+    the answer is the first sentence, and the rambling after it costs most of the forward
+    passes. Off by default (the paper judges whole responses); ``hneuron-lens run`` turns it on."""
     write_every: int = 16
-    """Questions generated and appended to the file together (does not change the outputs)."""
+    """Questions generated and appended to the file together (does not change the outputs);
+    raised to ``ceil(batch_size / n_samples)`` when smaller, so every batch can be full."""
     progress: bool = True
     """Show a tqdm progress bar over questions."""
 
@@ -111,6 +118,7 @@ class CollectConfig:
             batch_size=self.batch_size,
             seed=self.seed,
             stop_at_newline=newline,
+            stop_at_sentence=self.stop_at_sentence,
             progress=False,
         )
 
@@ -215,6 +223,7 @@ def settings_for(model: Any, cfg: CollectConfig) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
+        "sampler": SAMPLER,
         "collect": hashed,
         "model": {"name": ident["name"], "weights_sha256": ident["weights_sha256"]},
     }
@@ -417,8 +426,9 @@ def collect(
             }
             fh.write((json.dumps(header) + "\n").encode())
             fh.flush()
-        for start in range(0, len(todo), cfg.write_every):
-            chunk = todo[start : start + cfg.write_every]
+        per_call = max(cfg.write_every, -(-cfg.batch_size // cfg.n_samples))
+        for start in range(0, len(todo), per_call):
+            chunk = todo[start : start + per_call]
             prompts = [
                 build_prompt_ids(tok, it.question, suffix=cfg.suffix, system=cfg.system, chat=chat)
                 for it in chunk

@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hneuron_lens.compat import check_kv_cache, patch_kv_cache
+from hneuron_lens.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -278,21 +280,98 @@ def _load_embedded(entry: EmbeddedModel) -> tuple[Any, Any]:
     return model, tok
 
 
+OFFLOAD_TARGETS = ("cpu", "disk")
+"""Device-map values that mean "not on an accelerator": weights offloaded to host memory or disk."""
+
+
+def check_device_map(
+    device_map: Mapping[str, Any], *, allow_offload: bool = False, where: str = "device_map"
+) -> None:
+    """Refuse a device map that silently offloads part of the model to CPU memory or disk.
+
+    Offload moves weights to the accelerator at every forward pass: it changes timing by orders
+    of magnitude (and once produced the wrong experiment in a published replication), so it must
+    be asked for. Refused unless ``allow_offload``: any ``"disk"`` entry, and ``"cpu"`` entries in
+    a map that also uses an accelerator. An all-CPU map is plain CPU inference, not offload.
+
+    Args:
+        device_map: module name -> device (``"cpu"``, ``"disk"``, ``0``, ``"cuda:1"``...), as
+            given to ``from_pretrained`` or as ``hf_model.hf_device_map`` after loading.
+        allow_offload: accept offload.
+        where: what the map is, for the message (``"device_map"``, ``"hf_device_map"``).
+
+    Raises:
+        ModelError: the map offloads and ``allow_offload`` is False.
+
+    Example:
+        >>> check_device_map({"model.layers.0": 0, "model.layers.1": 1})
+        >>> check_device_map({"model.layers.0": "cpu", "lm_head": "cpu"})
+        >>> try:
+        ...     check_device_map({"model.layers.0": 0, "model.layers.1": "cpu"})
+        ... except ModelError as err:
+        ...     print(type(err).__name__)
+        ModelError
+    """
+    values = {k: str(v).lower() for k, v in device_map.items()}
+    offloaded = sorted(k for k, v in values.items() if v in OFFLOAD_TARGETS)
+    on_accelerator = any(v not in OFFLOAD_TARGETS for v in values.values())
+    on_disk = [k for k, v in values.items() if v == "disk"]
+    if allow_offload or not (on_disk or (offloaded and on_accelerator)):
+        return
+    shown = ", ".join(f"{k}={values[k]}" for k in (on_disk or offloaded)[:4])
+    more = len(on_disk or offloaded) - 4
+    raise ModelError(
+        f"{where} offloads {len(on_disk or offloaded)} module(s) to CPU memory or disk "
+        f"({shown}{f', +{more} more' if more > 0 else ''}): every forward pass would copy their "
+        "weights to the accelerator, orders of magnitude slower",
+        field=where,
+        hint="give the model more accelerator memory (more GPUs, max_memory, a smaller dtype), "
+        "or pass allow_offload=True if offload is what you want",
+    )
+
+
+def _device_of_map(device_map: Mapping[str, Any]) -> str:
+    """The torch device string of the first accelerator entry (or ``"cpu"``)."""
+    for v in device_map.values():
+        v = str(v).lower()
+        if v not in OFFLOAD_TARGETS:
+            return f"cuda:{v}" if v.isdigit() else v
+    return "cpu"
+
+
 def load_model(
     spec: str = "default",
     dtype: str | torch.dtype = "float32",
-    device: str = "cpu",
+    device: str | None = None,
     revision: str | None = None,
+    *,
+    device_map: str | Mapping[str, Any] | None = None,
+    max_memory: Mapping[str | int, str | int] | None = None,
+    allow_offload: bool = False,
 ) -> Any:
     """Load a model as a ``TransformerBridge`` in eval mode with raw (unprocessed) weights.
+
+    A model bigger than one GPU loads over several with ``device_map`` (passed to
+    ``transformers``' ``from_pretrained``, which places the layers with accelerate); the
+    bridge then runs with ``model.cfg.device`` = the embedding's device and
+    ``model.cfg.n_devices`` = the number of devices used. CETT hooks and
+    :class:`~hneuron_lens.intervene.HookedIntervention` work on each layer's own device.
 
     Args:
         spec: ``"default"`` (SmolLM2-135M-Instruct, offline), ``"gemma-3-270m"`` (offline),
             a path to a ``.gguf`` file, a local Hugging Face model directory, or a hub id
             (needs the network or the hub cache).
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (or a ``torch.dtype``).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``... (default ``"cpu"``; not with
+            ``device_map``).
         revision: hub revision, for hub ids only.
+        device_map: ``"auto"``, ``"balanced"``, ``"sequential"`` or a dict module name ->
+            device, as for ``from_pretrained`` (needs ``accelerate``). Local directories and hub
+            ids only (embedded and GGUF models are small: use ``device``).
+        max_memory: per-device memory caps for ``device_map="auto"`` (e.g.
+            ``{0: "70GiB", 1: "70GiB"}``).
+        allow_offload: accept a map that offloads modules to CPU memory or disk next to
+            accelerators (refused by default: see :func:`check_device_map`).
 
     Returns:
         The ``TransformerBridge``. ``model.cfg.model_name`` holds the model's name.
@@ -300,13 +379,46 @@ def load_model(
     Raises:
         FileNotFoundError: ``spec`` looks like a path that does not exist.
         ModuleNotFoundError: an embedded model's wheel is not installed.
+        ModelError: ``device_map`` with ``device``, with an embedded or GGUF model, or a map
+            (asked for or realised) that offloads without ``allow_offload``.
 
     Example:
         >>> model = load_model("default")  # doctest: +SKIP
+        >>> big = load_model("meta-llama/Llama-3.3-70B-Instruct", dtype="bfloat16",
+        ...                  device_map="auto")  # doctest: +SKIP
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = _dtype(dtype)
+    if device_map is not None:
+        if device is not None:
+            raise ModelError(
+                f"both device={device!r} and device_map given",
+                field="device",
+                hint="use device for one device, device_map to spread the model over several",
+            )
+        if spec in EMBEDDED or spec.endswith(".gguf"):
+            raise ModelError(
+                f"device_map is for local Hugging Face directories and hub ids, not {spec!r}",
+                field="device_map",
+                hint="embedded and GGUF models fit on one device: pass device= instead",
+            )
+        if isinstance(device_map, Mapping):
+            check_device_map(device_map, allow_offload=allow_offload)
+        path = Path(spec).expanduser()
+        source = str(path) if path.exists() else spec
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=torch_dtype,
+            revision=revision,
+            device_map=dict(device_map) if isinstance(device_map, Mapping) else device_map,
+            max_memory=dict(max_memory) if max_memory is not None else None,
+        )
+        placed = getattr(hf_model, "hf_device_map", None) or {}
+        check_device_map(placed, allow_offload=allow_offload, where="hf_device_map")
+        tok = AutoTokenizer.from_pretrained(source, revision=revision)
+        return boot_bridge(hf_model, tok, name=spec, device=_device_of_map(placed))
+    device = device or "cpu"
     if spec in EMBEDDED:
         entry = EMBEDDED[spec]
         hf_model, tok = _load_embedded(entry)

@@ -69,9 +69,16 @@ def _aliases(row: dict[str, str], template: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def builtin_topics() -> list[str]:
-    """Names of the built-in topics, in file order."""
-    return list(_topics())
+def builtin_topics(include_easy: bool = False) -> list[str]:
+    """Names of the built-in topics, in file order.
+
+    Args:
+        include_easy: also list the ``"easy"`` topics (cities, landmarks, opposites, days,
+            months, colours, animal legs: facts small models get right, added so a default run
+            finds enough faithful samples). Off by default, so the default set, and every seeded
+            subset drawn from it, stays what it was before they were added.
+    """
+    return [k for k, v in _topics().items() if include_easy or v.get("group") != "easy"]
 
 
 @functools.cache
@@ -93,11 +100,13 @@ def _topic_items(topic: str) -> tuple[QAItem, ...]:
     return tuple(items)
 
 
-def builtin_qa(topics: list[str] | None = None) -> list[QAItem]:
-    """The built-in answerable questions (over 800, each with gold aliases).
+def builtin_qa(topics: list[str] | None = None, *, include_easy: bool = False) -> list[QAItem]:
+    """The built-in answerable questions (935, each with gold aliases; 1,135 with the easy topics).
 
     Args:
-        topics: topic names (see :func:`builtin_topics`); ``None`` = all.
+        topics: topic names (see :func:`builtin_topics`); ``None`` = every topic of the default
+            set (plus the easy ones with ``include_easy``).
+        include_easy: with ``topics=None``, add the ``"easy"`` topics.
 
     Returns:
         ``QAItem`` list, topics in file order, with stable ids ``builtin-<template>-<row>``.
@@ -110,10 +119,12 @@ def builtin_qa(topics: list[str] | None = None) -> list[QAItem]:
         >>> items[0].question, items[0].aliases
         ('What is the capital of France?', ('Paris',))
     """
-    names = builtin_topics() if topics is None else list(topics)
+    names = builtin_topics(include_easy) if topics is None else list(topics)
     unknown = [t for t in names if t not in _topics()]
     if unknown:
-        raise ValueError(f"unknown built-in topics {unknown}; available: {builtin_topics()}")
+        raise ValueError(
+            f"unknown built-in topics {unknown}; available: {builtin_topics(include_easy=True)}"
+        )
     return [item for t in names for item in _topic_items(t)]
 
 

@@ -66,3 +66,29 @@ def test_number_words() -> None:
     assert number_words(1760) == "one thousand seven hundred sixty"
     with pytest.raises(ValueError):
         number_words(10000)
+
+
+def test_builtin_easy_topics_are_opt_in() -> None:
+    core, everything = builtin_qa(), builtin_qa(include_easy=True)
+    assert len(core) == 935  # the default set (and seeded subsets of it) is unchanged
+    assert everything[: len(core)] == core
+    easy = everything[len(core) :]
+    assert len(easy) >= 200
+    assert set(builtin_topics(include_easy=True)) - set(builtin_topics()) == {
+        "cities",
+        "landmarks",
+        "opposites",
+        "days",
+        "months",
+        "colors",
+        "animals",
+    }
+    assert len({normalize_question(i.question) for i in everything}) == len(everything)
+    assert len({i.qid for i in everything}) == len(everything)
+    by_q = {i.question: i for i in easy}
+    assert by_q["In which country is the city of Tokyo?"].aliases == ("Japan",)
+    assert by_q["In which city is the Eiffel Tower?"].aliases == ("Paris",)
+    assert by_q["Which month of the year comes after December?"].aliases == ("January",)
+    assert by_q["How many legs does a spider have?"].aliases == ("eight", "8")
+    for item in easy:  # the answer must not be given away by the question itself
+        assert not any(a.lower() in item.question.lower().split() for a in item.aliases), item

@@ -259,3 +259,22 @@ def test_resume_after_sigkill(tiny, tmp_path, seed):
     # the whole file is what an uninterrupted run of the same questions writes
     ref = load_collected(collect(tiny("llama"), items, cfg, tmp_path / "ref.jsonl").path)
     assert {q: r.responses for q, r in after.items()} == {q: r.responses for q, r in ref.items()}
+
+
+def test_chunks_fill_a_batch(tiny, tmp_path, monkeypatch, full_run):
+    """write_every smaller than a batch is raised so batches are full; the file is the same."""
+    col = sys.modules["hneuron_lens.collect"]  # the package attribute is the function
+    sizes = []
+    real = col.generate
+
+    def spy(model, prompts, cfg, **kw):
+        sizes.append(len(prompts) * cfg.num_samples)
+        return real(model, prompts, cfg, **kw)
+
+    monkeypatch.setattr(col, "generate", spy)
+    path = tmp_path / "c.jsonl"
+    collect(tiny("llama"), ITEMS, small(batch_size=4), path)  # write_every=1, k=2
+    assert sizes == [4, 4]
+    ref = [r for r in lines(full_run[0]) if r["type"] == "question"]
+    got = [r for r in lines(path) if r["type"] == "question"]
+    assert [r["responses"] for r in got] == [r["responses"] for r in ref]

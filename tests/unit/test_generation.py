@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -422,3 +423,126 @@ def test_generate_input_errors(tiny):
     no_tok = copy.copy(SimpleNamespace(tokenizer=None, cfg=model.cfg))
     with pytest.raises(ValueError, match="tokenizer"):
         generate(no_tok, [[1]], greedy())
+
+
+# ------------------------------------------------------------------------------ issue 15: waste
+
+
+@pytest.mark.parametrize("top_k,top_p,temperature", [(50, 0.9, 1.0), (5, 1.0, 0.7), (20, 0.5, 1.3)])
+def test_top_k_probs_is_filter_logits_distribution(top_k, top_p, temperature):
+    from hneuron_lens.generation import top_k_probs
+
+    torch.manual_seed(2)
+    logits = torch.randn(6, 300) * 3
+    probs, index = top_k_probs(logits, temperature, top_k, top_p)
+    assert probs.shape == index.shape == (6, top_k)
+    dense = torch.zeros_like(logits).scatter(-1, index, probs)
+    ref = filter_logits(logits, temperature, top_k, top_p).softmax(dim=-1)
+    torch.testing.assert_close(dense, ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_waste_removal_keeps_outputs(tiny, family, monkeypatch):
+    """Row dropping, the shared prompt pass and last-position prompt logits change no output."""
+    import hneuron_lens.generation as gen
+
+    model = tiny(family)
+    prompts = prompts_for(model)
+    cfgs = [greedy(max_new_tokens=10, batch_size=8, num_samples=2)]
+    cfgs.append(sampled(max_new_tokens=10, batch_size=8, num_samples=3, seed=4))
+    fast = [generate(model, prompts, c) for c in cfgs]
+    assert gen._accepts_logits_to_keep(model)
+    monkeypatch.setattr(gen, "_accepts_logits_to_keep", lambda m: False)
+    monkeypatch.setattr(gen, "_select_cache", lambda cache, keep: False)  # no dropping/sharing
+    slow = [generate(model, prompts, c) for c in cfgs]
+    for a, b in zip(fast, slow, strict=True):
+        assert [g.output_ids for g in a] == [g.output_ids for g in b]
+        assert [g.finish_reason for g in a] == [g.finish_reason for g in b]
+
+
+def test_ends_sentence():
+    from hneuron_lens.generation import ends_sentence
+
+    assert ends_sentence("The capital of France is Paris.")
+    assert ends_sentence("It was 1969. ")
+    assert ends_sentence("Really?") and ends_sentence("Yes!")
+    for text in (
+        "",
+        "Paris",
+        "J.",
+        "J. R. R.",
+        "Dr.",
+        "It is 3.",
+        "e.g.",
+        "Washington, D.C",
+        "by J.R.R.",
+        "Washington, D.C.",
+    ):
+        assert not ends_sentence(text), text
+
+
+def test_stop_at_sentence():
+    tok = tiny_tokenizer()
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    par, is_, dot = _word(tok, "Par"), _word(tok, "is"), _word(tok, ".")
+    the, a = _word(tok, " The"), _word(tok, "a")
+    scripts = {
+        100: [par, is_, dot, the, a, im_end],  # "Paris. The a": stops after "Paris."
+        101: [a, dot, the, a, im_end],  # "a. The a": one letter before the dot is an initial
+        102: [par, is_, dot, im_end],  # ends on EOS, not on the sentence rule
+    }
+    model, prompts = scripted(scripts)
+    cfg = greedy(max_new_tokens=8, batch_size=3, stop_at_sentence=True)
+    gens = generate(model, prompts, cfg)
+    assert [g.finish_reason for g in gens] == ["sentence", "eos", "eos"]
+    assert gens[0].output_ids == (par, is_, dot) and gens[0].text == "Paris."
+    assert gens[1].output_ids == (a, dot, the, a)
+    assert gens[2].text == "Paris."
+    stats = GenerationStats.from_generations(gens)
+    assert (stats.n_sentence, stats.n_eos) == (1, 2)
+    off = generate(*scripted(scripts), greedy(max_new_tokens=8, batch_size=3))
+    assert off[0].output_ids == (par, is_, dot, the, a)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_shared_prefix_pass_keeps_outputs(tiny, family, monkeypatch):
+    """The batch's common prefix (here a system turn) run once gives the same tokens."""
+    import hneuron_lens.generation as gen
+
+    model = tiny(family)
+    prompts = [
+        build_prompt_ids(model.tokenizer, q, system="You are a quiz bot. Be brief.")
+        for q in QUESTIONS
+    ]
+    assert gen.common_prefix_length(prompts) >= gen.MIN_SHARED_PREFIX
+    used = []
+    real = gen._prefix_prompt_pass
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(gen, "_prefix_prompt_pass", spy)
+    for cfg in (
+        greedy(max_new_tokens=8, batch_size=8, num_samples=2),
+        sampled(max_new_tokens=8, batch_size=8, num_samples=2, seed=1),
+    ):
+        on = generate(model, prompts, cfg)
+        assert used and all(used)
+        off = generate(model, prompts, replace(cfg, share_prefix=False))
+        assert [g.output_ids for g in on] == [g.output_ids for g in off]
+    used.clear()
+    with hooked(model, [("blocks.0.mlp.hook_post", lambda x, hook: None)]):
+        generate(model, prompts, greedy(max_new_tokens=2, batch_size=8))
+    assert not used  # hooks see the documented single prompt pass
+
+
+def test_common_prefix_length():
+    from hneuron_lens.generation import common_prefix_length
+
+    assert common_prefix_length([]) == 0
+    assert common_prefix_length([[1, 2, 3]]) == 2  # one own token is always left
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert common_prefix_length([[1, 2], [3, 4]]) == 0
+    assert common_prefix_length([[7], [7, 8]]) == 0
