@@ -61,5 +61,10 @@ def test_collect_small(default_model, tmp_path):
     res = collect(default_model, items, cfg, tmp_path / "c.jsonl")
     got = load_collected(res.path)
     assert [len(q.responses) for q in got.values()] == [3, 3]
-    assert sum("Paris" in r for r in got["france"].responses) >= 2
+    # Sampled at T=1.0, so assert only what a correct sampler makes near-certain. Measured over
+    # 40 samples (seeds 0 and 1, k=20): "Au" in 39/40 answers to the gold question, "Paris" in
+    # 19/40 with the top-k-first sampler and 20/40 with the full-vocabulary one (same
+    # distribution): P(>=2 of 3 Paris) is ~0.5, a coin flip on the random stream, while
+    # P(>=2 of 3 Au) is > 0.99.
+    assert sum("Au" in r for r in got["gold"].responses) >= 2
     assert res.stats.frac_hit_max < 0.5
