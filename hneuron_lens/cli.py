@@ -273,30 +273,18 @@ def cmd_extract(args: argparse.Namespace) -> int:
             hint="check the responses and aliases, or use --fallback response",
         )
     store = ActivationStore(args.store, dtype=args.store_dtype)
+    common = dict(
+        span_cfg=span_cfg,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        too_long=args.too_long,
+    )
     if args.distributed or env.is_distributed:
         report: Any = extract_distributed(
-            model,
-            samples,
-            store,
-            cfg,
-            span_cfg=span_cfg,
-            batch_size=args.batch_size,
-            overwrite=args.overwrite,
-            too_long=args.too_long,
-            env=env,
-            backend=args.dist_backend,
+            model, samples, store, cfg, env=env, backend=args.dist_backend, **common
         )
     else:
-        report = extract(
-            model,
-            samples,
-            store,
-            cfg,
-            span_cfg=span_cfg,
-            batch_size=args.batch_size,
-            overwrite=args.overwrite,
-            too_long=args.too_long,
-        )
+        report = extract(model, samples, store, cfg, **common)
     _emit(str(report))
     return 0
 
