@@ -89,6 +89,7 @@ _LAZY: dict[str, str] = {
     "extract": "extract",
     "DistEnv": "distributed",
     "extract_distributed": "distributed",
+    "collect_distributed": "distributed",
     "fit_l1_logistic": "solvers",
     "l1_logistic_path": "solvers",
 }
@@ -153,6 +154,7 @@ __all__ = [
     "check_kv_cache",
     "collate",
     "collect",
+    "collect_distributed",
     "compat",
     "compute_features",
     "consistency_filter",
@@ -222,7 +224,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from hneuron_lens.compat import check_kv_cache
     from hneuron_lens.data.records import FAITHFUL, HALLUCINATED, JudgedSample, MCItem, QAItem
     from hneuron_lens.derive import DeriveConfig
-    from hneuron_lens.distributed import DistEnv, extract_distributed
+    from hneuron_lens.distributed import DistEnv, collect_distributed, extract_distributed
     from hneuron_lens.errors import (
         DataError,
         DependencyError,

@@ -169,10 +169,21 @@ def cmd_collect(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         top_p=args.top_p,
     )
+    from hneuron_lens.distributed import DistEnv, collect_distributed
+
+    env = DistEnv.from_env()  # set by torchrun / accelerate launch
+    if env.is_distributed and args.device == "cuda":
+        args.device = f"cuda:{env.local_rank}"  # one GPU per process
     model = _load_model(args)
     items = _fit_questions(model, items, cfg, args.too_long)
-    res = collect(model, items, cfg, out)
-    _emit(json.dumps(res.to_dict(), indent=1, default=str))
+    if args.distributed or env.is_distributed:
+        report = collect_distributed(model, items, cfg, out, env=env, backend=args.dist_backend)
+        _emit(str(report))
+        if env.rank != 0:
+            return 0  # rank 0 judges the merged file
+    else:
+        res = collect(model, items, cfg, out)
+        _emit(json.dumps(res.to_dict(), indent=1, default=str))
     if args.mode == "sample":
         samples, funnel = judge_collected(load_collected(out))
         _emit(str(funnel))
@@ -915,6 +926,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["error", "skip"],
         help="questions whose prompt + --max-new-tokens exceed the model's context: refuse "
         "(default) or leave them out (counted)",
+    )
+    c.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the processes torchrun / accelerate launch starts (automatic "
+        "when WORLD_SIZE > 1): each rank generates its share of the questions, rank 0 merges "
+        "them into --out in question order and judges",
+    )
+    c.add_argument(
+        "--dist-backend",
+        default="gloo",
+        choices=["gloo", "nccl"],
+        help="torch.distributed backend for the ranks' few control messages (default gloo)",
     )
     c.set_defaults(func=cmd_collect)
 

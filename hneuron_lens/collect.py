@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -332,11 +332,85 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix.rstrip('.')}: file has {a!r}, now {b!r}"]
 
 
+def question_chunks(items: Sequence[QAItem], cfg: CollectConfig) -> list[list[QAItem]]:
+    """``items`` in the groups :func:`collect` generates and appends together: runs of
+    ``max(cfg.write_every, ceil(cfg.batch_size / cfg.n_samples))`` questions, in order.
+
+    A data-parallel run (:func:`hneuron_lens.distributed.collect_distributed`) gives group
+    ``k`` to rank ``k % world_size``: each group is the same generation call a single process
+    makes, so every response is the same.
+
+    Example:
+        >>> cfg = CollectConfig(k=2, batch_size=4, write_every=1)
+        >>> [[it.qid for it in c] for c in question_chunks([QAItem(q, "?", ()) for q in "abcde"], cfg)]
+        [['a', 'b'], ['c', 'd'], ['e']]
+    """
+    per_call = max(cfg.write_every, -(-cfg.batch_size // cfg.n_samples))
+    return [list(items[i : i + per_call]) for i in range(0, len(items), per_call)]
+
+
+def open_collection(
+    path: str | os.PathLike[str], settings: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Make ``path`` ready to append to: write the header when the file is new (or empty),
+    else check it was written with these ``settings`` and cut off a truncated last line.
+
+    Returns:
+        The question records already in the file (qid -> parsed line), in file order.
+
+    Raises:
+        DataError: written with other settings or another model; not a collection file;
+            damaged before its last line.
+    """
+    path = Path(path)
+    shash = settings_hash(settings)
+    if path.exists() and path.stat().st_size > 0:
+        state = _read_file(path)
+        if state.header is None and state.records:
+            raise DataError(
+                "has question lines but no header: not a collection file",
+                file=path,
+                hint="give a new --out path",
+            )
+        if state.header is not None:
+            if state.header.get("settings_hash") != shash:
+                changes = _diff(state.header.get("settings", {}), settings)
+                raise DataError(
+                    f"collected with other settings (hash {state.header.get('settings_hash')} "
+                    f"!= {shash}); refusing to mix them. Differences: "
+                    f"{'; '.join(changes) or 'unknown'}",
+                    file=path,
+                    hint="use a new output path",
+                )
+            if state.truncated:
+                with open(path, "r+b") as fh:
+                    fh.truncate(state.good_bytes)
+            return state.records
+    # new, empty, or only a cut-off header line: start the file (again)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {
+        "type": "header",
+        "settings_hash": shash,
+        "settings": dict(settings),
+        "library_version": library_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    with open(path, "wb") as fh:
+        fh.write((json.dumps(header) + "\n").encode())
+        fh.flush()
+        os.fsync(fh.fileno())
+    return {}
+
+
 def collect(
     model: Any,
     items: Sequence[QAItem],
     cfg: CollectConfig | None,
     out_path: str | os.PathLike[str],
+    *,
+    shard: tuple[int, int] | None = None,
+    exclude: Collection[str] = (),
+    on_write: Callable[[list[str]], None] | None = None,
 ) -> CollectResult:
     """Generate ``cfg.n_samples`` responses per question and append them to ``out_path``.
 
@@ -345,6 +419,12 @@ def collect(
         items: the questions; qids must be unique.
         cfg: settings (default :class:`CollectConfig`, the paper's).
         out_path: JSONL output. If it exists, its questions are skipped (resume).
+        shard: ``(rank, world_size)``: generate only the groups of
+            :func:`question_chunks` (over all ``items``) whose index is ``rank`` modulo
+            ``world_size`` (data-parallel collection; see
+            :func:`hneuron_lens.distributed.collect_distributed`).
+        exclude: qids not to generate (e.g. already in a data-parallel run's target file).
+        on_write: called with the qids of every group once it is appended and synced to disk.
 
     Returns:
         A :class:`CollectResult` (counts, generation stats, settings hash).
@@ -374,61 +454,38 @@ def collect(
 
     settings = settings_for(model, cfg)
     shash = settings_hash(settings)
-    done: dict[str, dict[str, Any]] = {}
-    write_header = True
-    if path.exists() and path.stat().st_size > 0:
-        state = _read_file(path)
-        if state.header is None and state.records:
-            raise DataError(
-                "has question lines but no header: not a collection file",
-                file=path,
-                hint="give a new --out path",
+    done = open_collection(path, settings)
+    skip = set(done) | set(exclude)
+    if shard is None:
+        todo = [it for it in items if it.qid not in skip]
+        mine = list(items)
+        chunks = question_chunks(todo, cfg)
+    else:
+        rank, world = shard
+        if world < 1 or not 0 <= rank < world:
+            raise ValueError(
+                f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}"
             )
-        if state.header is not None:
-            if state.header.get("settings_hash") != shash:
-                changes = _diff(state.header.get("settings", {}), settings)
-                raise DataError(
-                    f"collected with other settings (hash {state.header.get('settings_hash')} "
-                    f"!= {shash}); refusing to mix them. Differences: "
-                    f"{'; '.join(changes) or 'unknown'}",
-                    file=path,
-                    hint="use a new output path",
-                )
-            write_header = False
-            done = state.records
-        if state.truncated:
-            with open(path, "r+b") as fh:
-                fh.truncate(state.good_bytes)
-    todo = [it for it in items if it.qid not in done]
-    n_resumed = len(items) - len(todo)
+        groups = question_chunks(items, cfg)[rank::world]
+        mine = [it for g in groups for it in g]
+        chunks = [c for c in ([it for it in g if it.qid not in skip] for g in groups) if c]
+        todo = [it for c in chunks for it in c]
+    n_resumed = len(mine) - len(todo)
     if n_resumed:
-        logger.info("%s: resuming, %d of %d questions already done", path, n_resumed, len(items))
+        logger.info("%s: resuming, %d of %d questions already done", path, n_resumed, len(mine))
 
     chat = bool(settings["collect"]["chat"])
     gen_cfg = cfg.generation_config(chat)
     tok = model.tokenizer
     reasons: list[str] = []
     n_tokens: list[int] = []
-    path.parent.mkdir(parents=True, exist_ok=True)
     with (
         open(path, "ab") as fh,
         tqdm(
-            total=len(items), initial=n_resumed, desc="collect", unit="q", disable=not cfg.progress
+            total=len(mine), initial=n_resumed, desc="collect", unit="q", disable=not cfg.progress
         ) as bar,
     ):
-        if write_header:
-            header = {
-                "type": "header",
-                "settings_hash": shash,
-                "settings": settings,
-                "library_version": library_version(),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }
-            fh.write((json.dumps(header) + "\n").encode())
-            fh.flush()
-        per_call = max(cfg.write_every, -(-cfg.batch_size // cfg.n_samples))
-        for start in range(0, len(todo), per_call):
-            chunk = todo[start : start + per_call]
+        for chunk in chunks:
             prompts = [
                 build_prompt_ids(tok, it.question, suffix=cfg.suffix, system=cfg.system, chat=chat)
                 for it in chunk
@@ -459,6 +516,8 @@ def collect(
             fh.flush()
             os.fsync(fh.fileno())
             bar.update(len(chunk))
+            if on_write is not None:
+                on_write([it.qid for it in chunk])
 
     stats = GenerationStats.from_reasons(reasons, n_tokens)
     if stats.n and stats.frac_hit_max > gen_cfg.warn_length_fraction:
@@ -471,7 +530,7 @@ def collect(
     return CollectResult(
         path=path,
         settings_hash=shash,
-        n_questions=len(items),
+        n_questions=len(mine),
         n_resumed=n_resumed,
         n_generated=len(todo),
         stats=stats,

@@ -1,4 +1,5 @@
-"""Data-parallel extraction: many processes (``torchrun``, ``accelerate launch``), one store.
+"""Data-parallel extraction and collection: many processes (``torchrun``, ``accelerate
+launch``), one store, one collection file.
 
 Every process (rank) runs the same command on the same samples. Ranks read ``RANK``,
 ``WORLD_SIZE`` and ``LOCAL_RANK`` from the environment the launcher sets, and:
@@ -26,6 +27,16 @@ sidecars and the manifest differ only in time stamps (``written``, ``created``, 
 and the checksum cache (``verified``: file mtimes). The control messages between ranks are a
 few small Python objects (errors, "done"), sent over ``torch.distributed`` (gloo by default,
 which works with CPU and GPU models alike); no tensor crosses processes.
+
+Collection (:func:`collect_distributed`) works the same way on a JSONL collection file: the
+questions are cut into the groups a single process generates together
+(:func:`~hneuron_lens.collect.question_chunks`), rank ``r`` takes group ``k`` when
+``k % world_size == r`` and appends to its own collection file
+``OUT.staging/rank-RRRRR-of-WWWWW.jsonl`` (resumable like any collection file), and rank 0
+appends the rows to ``OUT`` in question order, re-reads it and checks every row against the
+rank's. Every row is sampled from its own generator seeded by the question id and each group
+is the same generation call, so the merged file's question lines are byte-identical to a
+single-process run's; only the header's ``created`` time stamp differs.
 
 Multi-node: the same command on every node with ``torchrun --nnodes N --node-rank i
 --rdzv-endpoint HOST:PORT``, with the store on a file system every node sees (README, "Many
@@ -433,3 +444,276 @@ def _merge(
                 report.staging_removed.append(str(d))
         with contextlib.suppress(OSError):
             (store.path / STAGING).rmdir()  # only when no other run's staging is left
+
+
+# --------------------------------------------------------------------------------------------
+# collection
+
+
+def collection_staging_dir(out_path: str | os.PathLike[str]) -> Path:
+    """``OUT.staging``: the directory beside a collection file that holds the ranks' files."""
+    out = Path(out_path)
+    return out.with_name(out.name + ".staging")
+
+
+def collection_staging_file(out_path: str | os.PathLike[str], env: DistEnv) -> Path:
+    """``OUT.staging/rank-RRRRR-of-WWWWW.jsonl``: where ``env.rank`` appends its questions."""
+    return collection_staging_dir(out_path) / (f"rank-{env.rank:05d}-of-{env.world_size:05d}.jsonl")
+
+
+@dataclass
+class DistributedCollectReport:
+    """What :func:`collect_distributed` did, seen from one rank."""
+
+    env: DistEnv
+    """This process's place in the run."""
+    local: Any
+    """This rank's :class:`~hneuron_lens.collect.CollectResult` (its staging file)."""
+    n_planned: int = 0
+    """Questions asked for (all ranks)."""
+    n_merged: int = 0
+    """Question lines rank 0 appended to the target file (0 on other ranks)."""
+    out: str = ""
+    """The target collection file."""
+    merge_seconds: float = 0.0
+    """Rank 0's merge and verification time."""
+    verified: bool = False
+    """Rank 0 re-read the target file and found every question, equal to the rank's row."""
+    staging_removed: list[str] = field(default_factory=list)
+    """Staging files rank 0 removed after a verified merge."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(
+            {
+                "env": self.env.to_dict(),
+                "local": None if self.local is None else self.local.to_dict(),
+                "n_planned": self.n_planned,
+                "n_merged": self.n_merged,
+                "out": self.out,
+                "merge_seconds": self.merge_seconds,
+                "verified": self.verified,
+                "staging_removed": self.staging_removed,
+            }
+        )
+
+    def __str__(self) -> str:
+        loc = self.local
+        head = f"rank {self.env.rank}/{self.env.world_size}: " + (
+            "nothing generated"
+            if loc is None
+            else f"{loc.n_generated} questions generated, {loc.n_resumed} resumed of "
+            f"{loc.n_questions} in its shard ({loc.seconds:.1f} s)"
+        )
+        if self.env.rank != 0:
+            return head
+        return (
+            f"{head}\nmerged {self.n_merged} questions into {self.out} in "
+            f"{self.merge_seconds:.1f} s ({self.n_planned} planned; verified: "
+            f"{'yes' if self.verified else 'no'})"
+        )
+
+
+def _kill_after(env: DistEnv) -> Any:
+    """The :data:`KILL_ENV` test hook for collection: an ``on_write`` callback that SIGKILLs
+    this process after its N-th written group, when the hook names this rank (else None)."""
+    spec = os.environ.get(KILL_ENV, "")
+    if not spec:
+        return None
+    rank, n = (int(x) for x in spec.split(":"))
+    if rank != env.rank:
+        return None
+    calls = [0]
+
+    def on_write(qids: list[str]) -> None:
+        calls[0] += 1
+        if calls[0] >= n:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return on_write
+
+
+def _fresh_staging(path: Path, settings: Mapping[str, Any]) -> None:
+    """Remove a staging file this library wrote for *other* settings (an earlier run of a
+    different command): it can never be merged into this run's target, which was checked."""
+    from hneuron_lens.collect import _read_file, settings_hash
+
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    header = _read_file(path).header
+    if header is not None and header.get("settings_hash") != settings_hash(settings):
+        logger.warning("%s: staging file from a run with other settings; starting it again", path)
+        path.unlink()
+
+
+def collect_distributed(
+    model: Any,
+    items: list[Any],
+    cfg: Any | None,
+    out_path: str | os.PathLike[str],
+    *,
+    env: DistEnv | None = None,
+    backend: str = "gloo",
+    keep_staging: bool = False,
+) -> DistributedCollectReport:
+    """Data-parallel :func:`~hneuron_lens.collect.collect` (module docstring): each rank
+    generates its shard of the question groups into ``OUT.staging/``, rank 0 merges them into
+    ``out_path`` in question order.
+
+    Call it on every rank with the same arguments. With one process (no ``WORLD_SIZE``, or 1)
+    it is :func:`~hneuron_lens.collect.collect` into ``out_path`` directly.
+
+    Args:
+        model: this rank's ``TransformerBridge`` (on its own device, e.g. ``cuda:LOCAL_RANK``).
+        items: the questions (every rank passes all of them, in the same order).
+        cfg: a :class:`~hneuron_lens.collect.CollectConfig` (default: the paper's); the
+            progress bar shows on rank 0 only.
+        out_path: the target JSONL collection file; questions already in it are skipped.
+        env: the rank's place (default: from ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``).
+        backend: ``torch.distributed`` backend for the control messages (``"gloo"``).
+        keep_staging: keep the staging files after a verified merge.
+
+    Returns:
+        A :class:`DistributedCollectReport` (rank 0's holds the merge).
+
+    Raises:
+        DataError: ``out_path`` was written with other settings, or is not a collection file
+            (on every rank); the merged file does not hold what the ranks wrote (staging
+            files are kept).
+    """
+    from dataclasses import replace
+
+    from hneuron_lens.collect import (
+        CollectConfig,
+        _read_file,
+        collect,
+        open_collection,
+        settings_for,
+    )
+
+    env = env if env is not None else DistEnv.from_env()
+    cfg = cfg if cfg is not None else CollectConfig()
+    if not env.is_distributed:
+        local = collect(model, items, cfg, out_path)
+        return DistributedCollectReport(
+            env=env, local=local, n_planned=len(items), out=str(out_path)
+        )
+    out = Path(out_path)
+    settings = settings_for(model, cfg)
+    with process_group(env, backend=backend):
+        # 1. rank 0 starts the target file, or refuses one written with other settings
+        err: BaseException | None = None
+        if env.rank == 0:
+            try:
+                open_collection(out, settings)
+            except BaseException as e:  # noqa: BLE001 - every rank must hear of it
+                err = e
+        sync_errors(env, err)
+        # 2. every rank generates its shard into its own staging file
+        err, local = None, None
+        try:
+            done = set(_read_file(out).records)  # what is already merged
+            staging = collection_staging_file(out, env)
+            _fresh_staging(staging, settings)
+            local = collect(
+                model, items, replace(cfg, progress=cfg.progress and env.rank == 0), staging,
+                shard=(env.rank, env.world_size), exclude=done, on_write=_kill_after(env),
+            )  # fmt: skip
+        except BaseException as e:  # noqa: BLE001
+            err = e
+        sync_errors(env, err)
+        report = DistributedCollectReport(env=env, local=local, n_planned=len(items), out=str(out))
+        # 3. rank 0 appends every rank's questions in order and verifies
+        err = None
+        if env.rank == 0:
+            try:
+                merge_collection(items, cfg, out, env.world_size, report, keep_staging)
+            except BaseException as e:  # noqa: BLE001
+                err = e
+        sync_errors(env, err)
+    return report
+
+
+def merge_collection(
+    items: list[Any],
+    cfg: Any,
+    out_path: str | os.PathLike[str],
+    world_size: int,
+    report: DistributedCollectReport,
+    keep_staging: bool = False,
+) -> None:
+    """Rank 0's step of :func:`collect_distributed`: append the ranks' question lines to
+    ``out_path`` (already started by :func:`~hneuron_lens.collect.open_collection`) in the
+    order of ``items``, skipping those already there; re-read it and check every planned
+    question is there and equal to the rank's row; then remove the staging files.
+
+    Idempotent: a second merge appends nothing. Fills ``report`` (``n_merged``,
+    ``verified``, ``merge_seconds``, ``staging_removed``).
+
+    Raises:
+        DataError: a rank's file lacks a question of its shard, was written with other
+            settings, or the re-read target differs from what the ranks wrote.
+    """
+    import json
+
+    from hneuron_lens.collect import _read_file, question_chunks
+    from hneuron_lens.errors import DataError
+
+    t0 = time.perf_counter()
+    out = Path(out_path)
+    target = _read_file(out)
+    shash = (target.header or {}).get("settings_hash")
+    files = [collection_staging_file(out, DistEnv(r, world_size)) for r in range(world_size)]
+    staged: list[dict[str, dict[str, Any]]] = []
+    for path in files:
+        if not path.exists():
+            staged.append({})
+            continue
+        state = _read_file(path)
+        if state.header is not None and state.header.get("settings_hash") != shash:
+            raise DataError(
+                f"this rank's staging file was collected with other settings than {out}",
+                file=path,
+                hint="remove it and rerun the same command",
+            )
+        staged.append(state.records)
+    lines, merged = [], []
+    for k, group in enumerate(question_chunks(items, cfg)):
+        src, rank = staged[k % world_size], k % world_size
+        new = [it.qid for it in group if it.qid not in target.records]
+        lost = [q for q in new if q not in src]
+        if lost:
+            raise DataError(
+                f"rank {rank} did not write {len(lost)} questions of its shard, e.g. {lost[:3]}",
+                file=files[rank],
+                hint="rerun the same command: each rank resumes what it has not written",
+            )
+        lines += [json.dumps(src[q], ensure_ascii=False) for q in new]
+        merged += new
+    if lines:
+        with open(out, "ab") as fh:
+            fh.write(("\n".join(lines) + "\n").encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+    report.n_merged = len(merged)
+    check = _read_file(out).records
+    missing = [it.qid for it in items if it.qid not in check]
+    differ = [
+        q for k, group in enumerate(question_chunks(items, cfg)) for q in (it.qid for it in group)
+        if q in staged[k % world_size] and check.get(q) != staged[k % world_size][q]
+    ]  # fmt: skip
+    if missing or differ:
+        raise DataError(
+            f"the merged collection file failed its check: {len(missing)} questions missing "
+            f"{missing[:3]}, {len(differ)} differ from the rank's row {differ[:3]}",
+            file=out,
+            hint=f"the staging files in {collection_staging_dir(out)} are kept",
+        )
+    report.verified = True
+    report.merge_seconds = time.perf_counter() - t0
+    if not keep_staging:
+        for path in files:
+            if path.exists():
+                path.unlink()
+                report.staging_removed.append(str(path))
+        with contextlib.suppress(OSError):
+            collection_staging_dir(out).rmdir()  # only when nothing else is left in it
