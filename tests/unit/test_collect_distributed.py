@@ -110,8 +110,9 @@ def test_merge_of_shards_equals_single_process(tiny, tmp_path, items, reference)
             collect(model, items, cfg, collection_staging_file(out, DistEnv(1, world)),
                     shard=(1, world), on_write=kill)  # fmt: skip
         reports = [
-            collect(model, items, cfg, collection_staging_file(out, DistEnv(r, world)),
-                    shard=(r, world))  # fmt: skip
+            collect(
+                model, items, cfg, collection_staging_file(out, DistEnv(r, world)), shard=(r, world)
+            )  # fmt: skip
             for r in range(world)
         ]
     assert [r.n_questions for r in reports] == [5, 4]
