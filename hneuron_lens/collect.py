@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -476,6 +476,8 @@ def collect(
 
     chat = bool(settings["collect"]["chat"])
     gen_cfg = cfg.generation_config(chat)
+    # one length warning for the whole call (below), not one per group of questions
+    quiet_cfg = replace(gen_cfg, warn_length_fraction=1.0)
     tok = model.tokenizer
     reasons: list[str] = []
     n_tokens: list[int] = []
@@ -491,7 +493,7 @@ def collect(
                 for it in chunk
             ]
             gens = generate(
-                model, prompts, gen_cfg, prompt_seeds=[qid_seed(it.qid) for it in chunk]
+                model, prompts, quiet_cfg, prompt_seeds=[qid_seed(it.qid) for it in chunk]
             )
             by_prompt: list[list[Any]] = [[] for _ in chunk]
             for g in gens:

@@ -1595,8 +1595,9 @@ def probe_path(
 ) -> ProbePath:
     """Fit the probe over a grid of C and choose one.
 
-    The training matrix is built (and standardised) once. With ``solver="saga"`` the fits are
-    warm-started (liblinear has no warm start and refits from zero).
+    The training matrix is built (and standardised) once. With ``solver="saga"`` or
+    ``"torch"`` the fits are warm-started from the previous C's solution (the torch solver also
+    reuses its norm bound); liblinear has no warm start and refits from zero.
 
     Every point gets held-out accuracy (p > 0.5), AUROC and log-loss (classes weighted equally)
     on the validation split's answer vectors, each with a stratified bootstrap CI. Rules (fits
@@ -1698,7 +1699,8 @@ def probe_path(
         list(bootstrap_indices(len(val_split), n_resamples, seed=seed, stratify=val_labels)),
         len(val_split),
     )
-    shared_est = template._make_estimator(warm_start=True) if solver == "saga" else None
+    warm = solver in ("saga", "torch")  # liblinear has no warm start
+    shared_est = template._make_estimator(warm_start=True) if warm else None
     fits: dict[float, tuple[PathPoint, SparseProbe]] = {}
 
     def fit_at(C: float) -> None:

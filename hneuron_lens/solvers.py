@@ -520,14 +520,32 @@ class TorchL1Logistic:
         self.dtype = dtype
         self.block_rows = block_rows
 
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's arguments (scikit-learn's estimator protocol)."""
+        names = ("C", "tol", "max_iter", "class_weight", "warm_start", "device", "dtype")
+        return {name: getattr(self, name) for name in (*names, "block_rows")}
+
+    def set_params(self, **params: Any) -> TorchL1Logistic:
+        """Change constructor arguments (e.g. ``C`` between the fits of a warm-started path)."""
+        unknown = set(params) - set(self.get_params())
+        if unknown:
+            raise ValueError(f"unknown TorchL1Logistic parameters: {sorted(unknown)}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
     def fit(self, X: Float[np.ndarray, "n p"], y: np.ndarray) -> TorchL1Logistic:
+        """Fit at ``self.C``. With ``warm_start`` and an earlier fit on the same ``X`` (a C
+        path), start from its solution and reuse its squared norm (no power iteration)."""
         import warnings
 
         from sklearn.exceptions import ConvergenceWarning
 
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = self.dtype or ("float64" if X.shape[0] * X.shape[1] * 8 <= 2 << 30 else "float32")
-        warm = self.warm_start and hasattr(self, "coef_")
+        # a warm start needs the same columns; a norm bound from other rows is still safe (the
+        # step backtracks when the bound is too small), just possibly slower
+        warm = self.warm_start and hasattr(self, "coef_") and self.coef_.shape[1] == X.shape[1]
         fit = fit_l1_logistic(
             RowBlocks(X, block_rows=self.block_rows, device=device, dtype=dtype),
             y,
@@ -537,6 +555,7 @@ class TorchL1Logistic:
             max_iter=int(self.max_iter),
             coef_init=self.coef_[0] if warm else None,
             intercept_init=float(self.intercept_[0]) if warm else None,
+            lipschitz=self.fit_.norm_sq if warm else None,
         )
         self.fit_ = fit
         self.coef_ = fit.coef[None, :]

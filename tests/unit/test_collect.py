@@ -278,3 +278,13 @@ def test_chunks_fill_a_batch(tiny, tmp_path, monkeypatch, full_run):
     ref = [r for r in lines(full_run[0]) if r["type"] == "question"]
     got = [r for r in lines(path) if r["type"] == "question"]
     assert [r["responses"] for r in got] == [r["responses"] for r in ref]
+
+
+def test_one_length_warning_per_call_not_per_group(tiny, tmp_path, caplog):
+    """A tiny random model runs to max_new_tokens on (nearly) every response: collect warns
+    once for the whole call, generate does not warn for each group of questions."""
+    with caplog.at_level(logging.WARNING):
+        res = collect(tiny("llama"), ITEMS, small(), tmp_path / "c.jsonl")  # 4 groups
+    assert res.stats.frac_hit_max > 0.2
+    warned = [r for r in caplog.records if "hit max_new_tokens" in r.message]
+    assert len(warned) == 1 and warned[0].name == "hneuron_lens.collect"

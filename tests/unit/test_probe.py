@@ -353,3 +353,31 @@ def test_perfect_separation_gets_wilson_intervals_not_a_zero_width_ci(fitted: Sp
         .metrics["accuracy"]
         .method
     )
+
+
+@pytest.mark.filterwarnings("ignore:probe_path. the chosen C")  # a grid end: not the point here
+def test_probe_path_warm_starts_the_torch_solver(train: FeatureSplit, monkeypatch):
+    """probe_path(solver="torch") starts each C from the previous C's solution and norm bound:
+    the same supports and weights as cold fits, with fewer passes over X."""
+    import hneuron_lens.solvers as solvers
+
+    calls: list[tuple[bool, int]] = []
+    real = solvers.fit_l1_logistic
+
+    def spy(*args, **kwargs):
+        fit = real(*args, **kwargs)
+        calls.append((kwargs.get("coef_init") is not None, fit.n_passes))
+        return fit
+
+    monkeypatch.setattr(solvers, "fit_l1_logistic", spy)
+    val = make_split(200, seed=2)
+    Cs = (0.01, 0.02, 0.05)
+    path = probe_path(train, val, Cs=Cs, solver="torch", tol=1e-7, n_resamples=50, extend=False)
+    warm = list(calls)
+    assert [w for w, _ in warm] == [False, True, True]
+    calls.clear()
+    for C, probe in zip(Cs, path.probes, strict=True):
+        cold = SparseProbe(C=C, solver="torch", tol=1e-7).fit(train)
+        assert np.array_equal(probe.coef_ != 0, cold.coef_ != 0), C
+        np.testing.assert_allclose(probe.coef_, cold.coef_, atol=1e-4)
+    assert sum(n for _, n in warm[1:]) < sum(n for _, n in calls[1:])
