@@ -504,8 +504,8 @@ class DistributedCollectReport:
             else f"{loc.n_generated} questions generated, {loc.n_resumed} resumed of "
             f"{loc.n_questions} in its shard ({loc.seconds:.1f} s)"
         )
-        if self.env.rank != 0:
-            return head
+        if self.env.rank != 0 or not self.env.is_distributed:
+            return head  # one process wrote the file directly: nothing was merged
         return (
             f"{head}\nmerged {self.n_merged} questions into {self.out} in "
             f"{self.merge_seconds:.1f} s ({self.n_planned} planned; verified: "
