@@ -166,4 +166,3 @@ def test_sparse_probe_torch_solver_is_l1_only():
     X, y = _problem(12, n=160, p=30, nonneg=True)
     with pytest.raises(ValueError, match="penalty='l1' only"):
         SparseProbe(penalty="l2", solver="torch").fit(X, y)
-
