@@ -102,6 +102,33 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
 
 
+def _add_dist_args(p: argparse.ArgumentParser, what: str) -> None:
+    """``--distributed`` and ``--dist-backend``; ``what`` says what each rank does."""
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the processes torchrun / accelerate launch starts (automatic "
+        f"when WORLD_SIZE > 1): {what}",
+    )
+    p.add_argument(
+        "--dist-backend",
+        default="gloo",
+        choices=["gloo", "nccl"],
+        help="torch.distributed backend for the ranks' few control messages (default gloo)",
+    )
+
+
+def _dist_env(args: argparse.Namespace) -> Any:
+    """This process's :class:`~hneuron_lens.distributed.DistEnv` (from the variables torchrun /
+    accelerate launch set); ``--device cuda`` becomes ``cuda:LOCAL_RANK``, one GPU per rank."""
+    from hneuron_lens.distributed import DistEnv
+
+    env = DistEnv.from_env()
+    if env.is_distributed and args.device == "cuda":
+        args.device = f"cuda:{env.local_rank}"
+    return env
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from hneuron_lens.io import check_output_dir
     from hneuron_lens.pipeline import RunConfig, run_pipeline
@@ -169,11 +196,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         top_p=args.top_p,
     )
-    from hneuron_lens.distributed import DistEnv, collect_distributed
+    from hneuron_lens.distributed import collect_distributed
 
-    env = DistEnv.from_env()  # set by torchrun / accelerate launch
-    if env.is_distributed and args.device == "cuda":
-        args.device = f"cuda:{env.local_rank}"  # one GPU per process
+    env = _dist_env(args)
     model = _load_model(args)
     items = _fit_questions(model, items, cfg, args.too_long)
     if args.distributed or env.is_distributed:
@@ -265,11 +290,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
     cfg = _config(CETTConfig, regions=tuple(args.regions.split(",")), reduce=args.reduce)
     span_cfg = _config(SpanConfig, fallback=args.fallback)
     check_output_dir(args.store, "activation_store", resume=True, option="--store")
-    from hneuron_lens.distributed import DistEnv, extract_distributed
+    from hneuron_lens.distributed import extract_distributed
 
-    env = DistEnv.from_env()  # set by torchrun / accelerate launch
-    if env.is_distributed and args.device == "cuda":
-        args.device = f"cuda:{env.local_rank}"  # one GPU per process
+    env = _dist_env(args)
     model = _load_model(args)
     samples, too_long = fit_to_context(model, samples, args.too_long)  # before any parsing
     if too_long:
@@ -927,18 +950,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="questions whose prompt + --max-new-tokens exceed the model's context: refuse "
         "(default) or leave them out (counted)",
     )
-    c.add_argument(
-        "--distributed",
-        action="store_true",
-        help="data-parallel over the processes torchrun / accelerate launch starts (automatic "
-        "when WORLD_SIZE > 1): each rank generates its share of the questions, rank 0 merges "
-        "them into --out in question order and judges",
-    )
-    c.add_argument(
-        "--dist-backend",
-        default="gloo",
-        choices=["gloo", "nccl"],
-        help="torch.distributed backend for the ranks' few control messages (default gloo)",
+    _add_dist_args(
+        c,
+        "each rank generates its share of the questions, rank 0 merges them into --out in "
+        "question order and judges",
     )
     c.set_defaults(func=cmd_collect)
 
@@ -966,18 +981,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace a store written for another model/config (never a non-store directory)",
     )
-    e.add_argument(
-        "--distributed",
-        action="store_true",
-        help="data-parallel over the processes torchrun / accelerate launch starts (automatic "
-        "when WORLD_SIZE > 1): each rank computes its shard, rank 0 merges into --store",
-    )
-    e.add_argument(
-        "--dist-backend",
-        default="gloo",
-        choices=["gloo", "nccl"],
-        help="torch.distributed backend for the ranks' few control messages (default gloo)",
-    )
+    _add_dist_args(e, "each rank computes its shard, rank 0 merges into --store")
     e.set_defaults(func=cmd_extract)
 
     t = sub.add_parser("train", help="fit the sparse probe (optionally over a C grid)")
