@@ -54,7 +54,7 @@ import pickle
 import shutil
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,6 +198,23 @@ def sync_errors(env: DistEnv, err: BaseException | None) -> None:
             raise other
 
 
+def synced(env: DistEnv, step: Callable[[], Any], *, rank0_only: bool = False) -> Any:
+    """Collective: run ``step`` on every rank (on rank 0 only with ``rank0_only``); if it
+    raised on any rank, raise on every rank (:func:`sync_errors`, also a barrier).
+
+    Returns:
+        ``step()``'s result (``None`` on the ranks that did not run it).
+    """
+    result, err = None, None
+    if env.rank == 0 or not rank0_only:
+        try:
+            result = step()
+        except BaseException as e:  # noqa: BLE001 - every rank must hear of it
+            err = e
+    sync_errors(env, err)
+    return result
+
+
 # --------------------------------------------------------------------------------------------
 # extraction
 
@@ -328,41 +345,37 @@ def extract_distributed(
         return DistributedExtractReport(env=env, local=local, store=str(store.path))
     with process_group(env, backend=backend):
         # 1. rank 0 creates the target store, or refuses one written for something else
-        err: BaseException | None = None
-        if env.rank == 0:
-            try:
-                layout = NeuronLayout(tuple(s.d_mlp for s in neuron_sites(model)))
-                fp = store_fingerprint(model, cfg, span_cfg, too_long)
-                store.open_for(fp, layout=layout, regions=list(cfg.regions), overwrite=overwrite)
-                store.close()
-            except BaseException as e:  # noqa: BLE001 - every rank must hear of it
-                err = e
-        sync_errors(env, err)
+        def create_target() -> None:
+            layout = NeuronLayout(tuple(s.d_mlp for s in neuron_sites(model)))
+            fp = store_fingerprint(model, cfg, span_cfg, too_long)
+            store.open_for(fp, layout=layout, regions=list(cfg.regions), overwrite=overwrite)
+            store.close()
+
+        synced(env, create_target, rank0_only=True)
+
         # 2. every rank computes its shard into its own staging store
-        err, local = None, None
-        try:
+        def compute_shard() -> Any:
             target = ActivationStore(store.path)  # a reader: what is already merged
             staging = ActivationStore(
                 staging_dir(store.path, env), dtype=target.dtype, chunk_size=store.chunk_size
             )
             _kill_hook(env, staging)
-            local = extract(
+            return extract(
                 model, samples, staging, cfg, splits=splits, overwrite=True,
                 progress=progress and env.rank == 0, shard=(env.rank, env.world_size),
                 exclude=set(target.ids), **common,
             )  # fmt: skip
-        except BaseException as e:  # noqa: BLE001
-            err = e
-        sync_errors(env, err)
+
+        local = synced(env, compute_shard)
         report = DistributedExtractReport(env=env, local=local, store=str(store.path))
         # 3. rank 0 merges in the single-process order and verifies
-        err = None
-        if env.rank == 0:
-            try:
-                _merge(model, samples, store, env, report, splits, keep_staging, progress, common)
-            except BaseException as e:  # noqa: BLE001
-                err = e
-        sync_errors(env, err)
+        synced(
+            env,
+            lambda: _merge(
+                model, samples, store, env, report, splits, keep_staging, progress, common
+            ),
+            rank0_only=True,
+        )
     return report
 
 
@@ -601,35 +614,26 @@ def collect_distributed(
     settings = settings_for(model, cfg)
     with process_group(env, backend=backend):
         # 1. rank 0 starts the target file, or refuses one written with other settings
-        err: BaseException | None = None
-        if env.rank == 0:
-            try:
-                open_collection(out, settings)
-            except BaseException as e:  # noqa: BLE001 - every rank must hear of it
-                err = e
-        sync_errors(env, err)
+        synced(env, lambda: open_collection(out, settings), rank0_only=True)
+
         # 2. every rank generates its shard into its own staging file
-        err, local = None, None
-        try:
+        def generate_shard() -> Any:
             done = set(_read_file(out).records)  # what is already merged
             staging = collection_staging_file(out, env)
             _fresh_staging(staging, settings)
-            local = collect(
+            return collect(
                 model, items, replace(cfg, progress=cfg.progress and env.rank == 0), staging,
                 shard=(env.rank, env.world_size), exclude=done, on_write=_kill_after(env),
             )  # fmt: skip
-        except BaseException as e:  # noqa: BLE001
-            err = e
-        sync_errors(env, err)
+
+        local = synced(env, generate_shard)
         report = DistributedCollectReport(env=env, local=local, n_planned=len(items), out=str(out))
         # 3. rank 0 appends every rank's questions in order and verifies
-        err = None
-        if env.rank == 0:
-            try:
-                merge_collection(items, cfg, out, env.world_size, report, keep_staging)
-            except BaseException as e:  # noqa: BLE001
-                err = e
-        sync_errors(env, err)
+        synced(
+            env,
+            lambda: merge_collection(items, cfg, out, env.world_size, report, keep_staging),
+            rank0_only=True,
+        )
     return report
 
 
