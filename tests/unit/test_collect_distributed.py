@@ -4,11 +4,7 @@ lines equal a single-process run's byte for byte."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -27,6 +23,7 @@ from hneuron_lens.distributed import (
     merge_collection,
 )
 from hneuron_lens.errors import DataError
+from tests.unit.test_distributed import _one_thread, _torchrun
 
 N = 9  # questions: 5 groups of 2 at batch 4 / k 2 (the last group has one)
 
@@ -35,17 +32,6 @@ def small(**kw) -> CollectConfig:
     base = dict(k=2, max_new_tokens=4, batch_size=4, write_every=1, progress=False)
     base.update(kw)
     return CollectConfig(**base)
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Run like the torchrun ranks do (one thread), so float sums happen in the same order."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _split(path: Path) -> tuple[dict, list[bytes]]:
@@ -163,17 +149,6 @@ SCRIPT = textwrap.dedent(
         raise SystemExit(cli.main(sys.argv[3:]))
     """
 )
-
-
-def _torchrun(script: Path, *args: str, kill: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("HNEURON_LENS_TEST_KILL", None)
-    if kill is not None:
-        env["HNEURON_LENS_TEST_KILL"] = kill
-    # `python -m torch.distributed.run` is `torchrun`, with this interpreter
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd += [str(script), *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow  # four torchrun launches of 2 processes
