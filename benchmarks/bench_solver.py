@@ -11,7 +11,8 @@ Usage::
     # a GPU (not measured here): X cached on the device in bf16
     python benchmarks/bench_solver.py --rows 4000 --features 2300000 --device cuda --cache-dtype bfloat16
 
-Prints one JSON object: sizes, fit seconds, iterations, passes over X, seconds per pass,
+Prints one JSON object: sizes, fit seconds, iterations, passes over X, seconds per pass, the
+working set's final size and outer rounds (``--working-set 0``: plain FISTA over all columns),
 non-zeros, the objective and KKT violation, peak resident memory (``ru_maxrss``) and the
 memory a 4,000 x 2.3M fit needs on a GPU (:func:`gpu_memory_gb`).
 """
@@ -85,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--block-rows", type=int, default=256)
     p.add_argument("--power-iter", type=int, default=20, help="power-iteration passes (step size)")
     p.add_argument(
+        "--working-set",
+        type=int,
+        default=1024,
+        help="first working-set size (solvers.py); 0 = plain FISTA over all columns",
+    )
+    p.add_argument(
         "--memmap", default=None, help="stream X from this float16 .npy (written if absent)"
     )
     p.add_argument("--sklearn", default=None, choices=[None, "liblinear", "saga"])
@@ -121,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     C = args.C if args.C is not None else args.c_factor * smallest_active_c(blocks, y)
     fit = fit_l1_logistic(
-        blocks, y, C, tol=args.tol, max_iter=args.max_iter, power_iter=args.power_iter
-    )
+        blocks, y, C, tol=args.tol, max_iter=args.max_iter, power_iter=args.power_iter,
+        working_set=args.working_set or None,
+    )  # fmt: skip
     result = {
         "rows": args.rows,
         "features": args.features,
@@ -135,12 +143,15 @@ def main(argv: list[str] | None = None) -> int:
         "tol": args.tol,
         "max_iter": args.max_iter,
         "power_iter": args.power_iter,
+        "working_set_first": args.working_set,
         "torch_threads": torch.get_num_threads(),
         "data_seconds": round(data_s, 2),
         "fit_seconds": round(fit.seconds, 2),
         "n_iter": fit.n_iter,
         "n_passes": fit.n_passes,
         "seconds_per_pass": round(fit.seconds / fit.n_passes, 4),
+        "working_set": fit.working_set,
+        "n_rounds": fit.n_rounds,
         "converged": fit.converged,
         "kkt_violation": fit.kkt_violation,
         "n_nonzero": fit.n_nonzero,

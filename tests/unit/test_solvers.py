@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
@@ -14,6 +15,7 @@ from hneuron_lens.errors import UsageError
 from hneuron_lens.probe import SparseProbe
 from hneuron_lens.solvers import (
     RowBlocks,
+    column_mean_std,
     fit_l1_logistic,
     l1_logistic_objective,
     l1_logistic_path,
@@ -68,6 +70,14 @@ def test_matches_sklearn_saga(seed, C, nonneg, weighted, class_weight):
     assert np.array_equal(fit.coef != 0, sk.coef_[0] != 0)
     assert 0 < fit.n_nonzero < X.shape[1]
     np.testing.assert_allclose(fit.coef, sk.coef_[0], atol=1e-4)
+    # the working-set solver (a first set of 4 of the 40 columns) finds the same solution
+    ws = fit_l1_logistic(X, y, C, sample_weight=s, tol=1e-9, working_set=4)
+    assert ws.converged and ws.n_rounds >= 1  # at least one restricted solve
+    f_ws = l1_logistic_objective(X, y, ws.coef, ws.intercept, C, s)
+    assert abs(f_ws - f_sk) <= 1e-6 * abs(f_sk), (f_ws, f_sk)
+    assert abs(ws.objective - f_ws) <= 1e-9 * abs(f_ws)
+    assert np.array_equal(ws.coef != 0, sk.coef_[0] != 0)
+    np.testing.assert_allclose(ws.coef, fit.coef, atol=1e-5)
 
 
 def test_no_intercept_matches_liblinear():
@@ -80,11 +90,14 @@ def test_no_intercept_matches_liblinear():
             C=C, l1_ratio=1.0, solver="liblinear", tol=1e-10, max_iter=100_000,
             fit_intercept=False,
         ).fit(X, y)  # fmt: skip
-    fit = fit_l1_logistic(X, y, C, fit_intercept=False, tol=1e-9, max_iter=50_000)
-    assert fit.converged and fit.intercept == 0.0
     f_sk = l1_logistic_objective(X, y, sk.coef_[0], 0.0, C)
-    assert abs(fit.objective - f_sk) <= 1e-6 * f_sk
-    assert np.array_equal(fit.coef != 0, sk.coef_[0] != 0)
+    for working_set in (None, 4):
+        fit = fit_l1_logistic(
+            X, y, C, fit_intercept=False, tol=1e-9, max_iter=50_000, working_set=working_set
+        )
+        assert fit.converged and fit.intercept == 0.0
+        assert abs(fit.objective - f_sk) <= 1e-6 * f_sk
+        assert np.array_equal(fit.coef != 0, sk.coef_[0] != 0)
 
 
 def test_streamed_memmap_blocks_equal_in_memory(tmp_path):
@@ -99,6 +112,117 @@ def test_streamed_memmap_blocks_equal_in_memory(tmp_path):
     assert a.converged and b.converged
     np.testing.assert_allclose(a.coef, b.coef, atol=1e-9)
     assert abs(a.objective - b.objective) <= 1e-10 * b.objective
+
+
+@pytest.mark.parametrize("source", ["array", "tensor", "memmap", "cached"])
+def test_row_blocks_columns(source, tmp_path):
+    """``RowBlocks.columns`` is ``X[:, idx]`` in float64, however X is held."""
+    X = np.random.default_rng(0).normal(size=(23, 11)).astype(np.float32)
+    idx = np.array([7, 0, 3, 10])
+    if source == "memmap":
+        np.save(tmp_path / "x.npy", X)
+        blocks = RowBlocks(np.load(tmp_path / "x.npy", mmap_mode="r"), block_rows=5)
+    elif source == "tensor":
+        blocks = RowBlocks(torch.from_numpy(X), block_rows=5)
+    else:
+        blocks = RowBlocks(X, block_rows=5, dtype="float32")
+        if source == "cached":
+            list(blocks)  # fills the cache
+            assert blocks._cached is not None
+    got = blocks.columns(idx)
+    assert got.dtype == torch.float64 and tuple(got.shape) == (23, 4)
+    np.testing.assert_array_equal(got.numpy(), X[:, idx].astype(np.float64))
+    assert tuple(blocks.columns(np.array([], dtype=int)).shape) == (23, 0)
+
+
+def test_row_blocks_over_parts_read_as_one_matrix(tmp_path):
+    """A list of arrays (an in-memory float32 part, a float16 memory map) is one matrix stacked
+    by rows: blocks never span parts; products, columns, statistics, the on-the-fly
+    standardisation and a fit all equal those of the concatenation."""
+    rng = np.random.default_rng(0)
+    a = np.abs(rng.normal(size=(13, 9))).astype(np.float32)
+    np.save(tmp_path / "b.npy", np.abs(rng.normal(size=(8, 9))).astype(np.float16))
+    b = np.load(tmp_path / "b.npy", mmap_mode="r")
+    full = np.concatenate([a.astype(np.float64), b.astype(np.float64)])
+    blocks = RowBlocks([a, b], block_rows=5)
+    assert blocks.n == 21 and blocks.p == 9 and not blocks.cache  # a part is a memmap
+    assert [(first, xb.shape[0]) for first, xb in blocks] == [
+        (0, 5),
+        (5, 5),
+        (10, 3),
+        (13, 5),
+        (18, 3),
+    ]
+    np.testing.assert_array_equal(torch.cat([xb for _, xb in blocks]).numpy(), full)
+    v = rng.normal(size=21)
+    np.testing.assert_allclose(blocks.xt(v).numpy(), full.T @ v, rtol=1e-12)
+    idx = np.array([8, 2, 5])
+    np.testing.assert_array_equal(blocks.columns(idx).numpy(), full[:, idx])
+    mean, std = column_mean_std(blocks)
+    np.testing.assert_allclose(mean, full.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(std, full.std(0), rtol=1e-10)
+    z = (full - mean) / std
+    scaled = blocks.transformed(shift=mean, scale=std)
+    np.testing.assert_allclose(torch.cat([xb for _, xb in scaled]).numpy(), z, atol=1e-12)
+    np.testing.assert_allclose(scaled.columns(idx).numpy(), z[:, idx], atol=1e-12)
+    y = (z[:, 3] + rng.logistic(size=21) * 0.3 > 0).astype(int)
+    got = fit_l1_logistic(scaled, y, 2.0, tol=1e-10, working_set=2)
+    ref = fit_l1_logistic(z, y, 2.0, tol=1e-10, working_set=2)
+    assert got.converged and got.n_nonzero > 0
+    np.testing.assert_allclose(got.coef, ref.coef, atol=1e-9)
+    with pytest.raises(UsageError, match="different widths"):
+        RowBlocks([a, a[:, :4]])
+    with pytest.raises(UsageError, match="shift must have shape"):
+        RowBlocks(a, shift=np.zeros(3))
+
+
+def test_column_mean_std_merges_blocks_stably():
+    """Values around 1e4 with a spread of 1e-2: merged block statistics stay exact where the
+    one-pass sum of squares would lose every digit."""
+    rng = np.random.default_rng(1)
+    X = 1e4 + rng.normal(size=(1000, 4)) * 1e-2
+    mean, std = column_mean_std(RowBlocks(X, block_rows=7))
+    np.testing.assert_allclose(mean, X.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(std, X.std(0), rtol=1e-8)
+
+
+def test_working_set_on_a_wide_streamed_problem(tmp_path):
+    """p = 50 n, streamed from a memory map: the working-set solver reaches the same optimum
+    as plain FISTA over all columns, with a small working set and far fewer passes over X."""
+    X, y = _problem(13, n=60, p=3000, nonneg=True)
+    np.save(tmp_path / "x.npy", X.astype(np.float32))
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    C = 3.0 / np.abs(X.T @ (y - y.mean())).max()  # 3x the smallest C with a non-zero weight
+    plain = fit_l1_logistic(RowBlocks(mm, block_rows=16), y, C, tol=1e-6, working_set=None)
+    ws = fit_l1_logistic(RowBlocks(mm, block_rows=16), y, C, tol=1e-6, working_set=64)
+    assert plain.converged and ws.converged
+    assert plain.working_set == 0 and 0 < ws.working_set <= 512
+    assert abs(ws.objective - plain.objective) <= 1e-6 * plain.objective
+    assert np.array_equal(ws.coef != 0, plain.coef != 0)
+    assert ws.n_passes < plain.n_passes / 5, (ws.n_passes, plain.n_passes)
+    assert ws.n_passes == 2 * ws.n_rounds + 1  # gather + KKT pass per round, one last check
+
+
+def test_working_set_falls_back_to_all_columns():
+    """When the working set would pass half the columns the fit finishes over all of X."""
+    X, y = _problem(14, n=80, p=20)
+    ref = fit_l1_logistic(X, y, 5.0, tol=1e-9, working_set=None)
+    fit = fit_l1_logistic(X, y, 5.0, tol=1e-9, working_set=2)
+    assert ref.n_nonzero > 10  # dense enough that the set must grow past p / 2
+    assert fit.converged and fit.working_set == X.shape[1]
+    assert abs(fit.objective - ref.objective) <= 1e-8 * ref.objective
+    assert np.array_equal(fit.coef != 0, ref.coef != 0)
+
+
+def test_working_set_warm_start_that_is_already_optimal_costs_one_pass():
+    X, y = _problem(15, n=80, p=40)
+    ref = fit_l1_logistic(X, y, 0.3, tol=1e-9, working_set=None)
+    again = fit_l1_logistic(
+        X, y, 0.3, tol=1e-6, working_set=4, coef_init=ref.coef, intercept_init=ref.intercept
+    )
+    assert again.converged and again.n_rounds == 0
+    assert again.n_passes == 2  # gather the support, check KKT
+    np.testing.assert_array_equal(again.coef, ref.coef)
 
 
 def test_float32_and_bf16_cache_are_close():
@@ -119,13 +243,14 @@ def test_float32_and_bf16_cache_are_close():
 def test_warm_started_path_equals_cold_fits():
     X, y = _problem(10, nonneg=True)
     Cs = [1.0, 0.05, 0.3]
-    path = l1_logistic_path(X, y, Cs, tol=1e-9)
-    for C, fit in zip(Cs, path, strict=True):
-        cold = fit_l1_logistic(X, y, C, tol=1e-9)
-        assert fit.converged
-        assert abs(fit.objective - cold.objective) <= 1e-8 * cold.objective
-        assert np.array_equal(fit.coef != 0, cold.coef != 0)
-    assert path[1].n_nonzero <= path[2].n_nonzero <= path[0].n_nonzero
+    for working_set in (None, 4):
+        path = l1_logistic_path(X, y, Cs, tol=1e-9, working_set=working_set)
+        for C, fit in zip(Cs, path, strict=True):
+            cold = fit_l1_logistic(X, y, C, tol=1e-9, working_set=None)
+            assert fit.converged
+            assert abs(fit.objective - cold.objective) <= 1e-8 * cold.objective
+            assert np.array_equal(fit.coef != 0, cold.coef != 0)
+        assert path[1].n_nonzero <= path[2].n_nonzero <= path[0].n_nonzero
 
 
 def test_bad_inputs_raise():
