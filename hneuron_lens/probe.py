@@ -41,7 +41,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -52,6 +52,9 @@ from tqdm.auto import tqdm
 from hneuron_lens.io import atomic_write_text, library_version, loads_json
 
 from .features import FeatureSplit, NeuronLayout
+
+if TYPE_CHECKING:  # the solvers import torch; only the torch solver needs them
+    from hneuron_lens.solvers import RowBlocks
 from .stats import (
     Interval,
     auroc,
@@ -76,6 +79,7 @@ __all__ = [
     "l1_min_C",
     "balanced_log_loss",
     "training_matrix",
+    "training_parts",
     "youden_threshold",
     "jaccard",
 ]
@@ -336,6 +340,36 @@ def training_matrix(
     return x, np.concatenate(y_parts)
 
 
+def training_parts(
+    split: FeatureSplit, mode: Mode = "3-vs-1"
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The rows of :func:`training_matrix` as they lie in the split, not concatenated:
+    ``([answer] or [answer, other], y int8 [n_rows])``. The arrays are the split's own (memory
+    maps of a compacted store stay maps); :class:`~hneuron_lens.solvers.RowBlocks` reads them
+    as one matrix. Used by the torch solver, which never needs ``X`` in one piece."""
+    _check_mode(mode)
+    labels = np.asarray(split.labels, dtype=np.int8)
+    parts = [split.region("answer")]
+    y_parts = [labels]
+    if mode == "3-vs-1":
+        parts.append(split.region("other"))
+        y_parts.append(np.zeros(labels.size, dtype=np.int8))
+    return parts, np.concatenate(y_parts)
+
+
+def _mean_scale(xm: np.ndarray | RowBlocks) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations (0 -> 1) of a training matrix, float64 ``[p]``."""
+    if not isinstance(xm, np.ndarray):  # RowBlocks
+        from hneuron_lens.solvers import column_mean_std
+
+        mean, scale = column_mean_std(xm)
+    else:
+        mean = xm.mean(axis=0, dtype=np.float64)
+        scale = xm.std(axis=0, dtype=np.float64)
+    scale[scale == 0] = 1.0
+    return mean, scale
+
+
 def _select(x: np.ndarray, rows: np.ndarray | None, columns: np.ndarray | None) -> np.ndarray:
     if rows is not None:
         x = x[rows]
@@ -402,8 +436,9 @@ class SparseProbe(BaseEstimator):
             ``"balanced"``: 3-vs-1 training has about three negatives per positive, which pushes
             p > 0.5 decisions and the fit toward the negative class; balancing undoes it.
         solver: ``"liblinear"`` (the paper's default), ``"saga"`` (float32-native, warm starts)
-            or ``"torch"`` (L1 only: FISTA on CPU/GPU for very wide probes, intercept
-            unpenalised; ``tol`` is its KKT tolerance: see :mod:`hneuron_lens.solvers`).
+            or ``"torch"`` (L1 only: FISTA on a working set of columns, CPU/GPU, for very
+            wide probes, intercept unpenalised; ``tol`` is its KKT tolerance, checked on every
+            column: see :mod:`hneuron_lens.solvers`).
         max_iter: Maximum solver iterations.
         tol: Solver tolerance.
         random_state: Seed for the solver's coordinate order.
@@ -519,7 +554,11 @@ class SparseProbe(BaseEstimator):
                 raise ValueError(
                     "pass y=None when fitting from a FeatureSplit (labels come from it)"
                 )
-            xm, ym = training_matrix(X, self.mode)
+            if self.solver == "torch":  # streamed: a store's memory maps are never copied
+                parts, ym = training_parts(X, self.mode)
+                xm = self._make_estimator().blocks(parts)
+            else:
+                xm, ym = training_matrix(X, self.mode)
             self._train_ref: Any = X
             fingerprint = _split_fingerprint(X, self.mode)
             lay = X.layout
@@ -544,27 +583,31 @@ class SparseProbe(BaseEstimator):
 
     def _fit_matrix(
         self,
-        xm: np.ndarray,
+        xm: np.ndarray | RowBlocks,
         ym: np.ndarray,
         layout: NeuronLayout,
         *,
         estimator: LogisticRegression | None = None,
         copy: bool = True,
     ) -> SparseProbe:
-        """Fit on a prepared float32 matrix (standardises in place unless ``copy``)."""
+        """Fit on a prepared float32 matrix (standardises in place unless ``copy``) or, for the
+        torch solver, on :class:`RowBlocks` (standardised on the fly)."""
         if np.unique(ym).size != 2:
             raise ValueError(
                 "training data must contain both classes (0 = faithful, 1 = hallucinated)"
             )
-        if self.standardize:
-            mean = xm.mean(axis=0, dtype=np.float64)
-            scale = xm.std(axis=0, dtype=np.float64)
-            scale[scale == 0] = 1.0
+        if self.standardize and not isinstance(xm, np.ndarray):  # RowBlocks: on the fly
+            mean, scale = _mean_scale(xm)
+            xm = xm.transformed(shift=mean, scale=scale)
+            self.mean_: np.ndarray | None = mean
+            self.scale_: np.ndarray | None = scale
+        elif self.standardize:
+            mean, scale = _mean_scale(xm)
             xm = xm.copy() if copy else xm
             xm -= mean.astype(np.float32)
             xm /= scale.astype(np.float32)
-            self.mean_: np.ndarray | None = mean
-            self.scale_: np.ndarray | None = scale
+            self.mean_ = mean
+            self.scale_ = scale
         else:
             self.mean_ = None
             self.scale_ = None
@@ -1472,7 +1515,7 @@ DEFAULT_RULE = "auroc-1se"
 neurons"): of the rules above it recovered the planted neurons best across feature scales."""
 
 
-def l1_min_C(xm: np.ndarray, ym: np.ndarray, class_weight: Any = "balanced") -> float:
+def l1_min_C(xm: np.ndarray | RowBlocks, ym: np.ndarray, class_weight: Any = "balanced") -> float:
     """The smallest ``C`` at which an L1 logistic fit on ``(xm, ym)`` has a non-zero weight.
 
     At ``w = 0`` (intercept fitted) the gradient of the weighted loss for feature j is
@@ -1492,7 +1535,10 @@ def l1_min_C(xm: np.ndarray, ym: np.ndarray, class_weight: Any = "balanced") -> 
         sw = np.ones_like(y)
     p0 = float((sw * y).sum() / sw.sum())
     r = (sw * (y - p0)).astype(np.float32)
-    grad = np.abs(r @ xm).max()
+    if not isinstance(xm, np.ndarray):  # RowBlocks (torch solver)
+        grad = float(xm.xt(r.astype(np.float64)).abs().max())
+    else:
+        grad = np.abs(r @ xm).max()
     if not grad > 0:
         raise ValueError("no feature varies with the label: every L1 fit is empty")
     return float(1.0 / grad)
@@ -1673,13 +1719,21 @@ def probe_path(
         intercept_scaling=intercept_scaling,
     )
     template._check_params()
-    xm, ym = training_matrix(train_split, mode)
-    if standardize:  # standardise once, then fit every C on the standardised matrix
-        mean = xm.mean(axis=0, dtype=np.float64)
-        scale = xm.std(axis=0, dtype=np.float64)
-        scale[scale == 0] = 1.0
-        xm -= mean.astype(np.float32)
-        xm /= scale.astype(np.float32)
+    warm = solver in ("saga", "torch")  # liblinear has no warm start
+    shared_est = template._make_estimator(warm_start=True) if warm else None
+    xm: np.ndarray | RowBlocks
+    if solver == "torch":  # streamed from the split's arrays (memory maps stay maps)
+        parts, ym = training_parts(train_split, mode)
+        xm = shared_est.blocks(parts)  # type: ignore[union-attr]
+        if standardize:  # standardised on the fly, once for every C
+            mean, scale = _mean_scale(xm)
+            xm = xm.transformed(shift=mean, scale=scale)
+    else:
+        xm, ym = training_matrix(train_split, mode)
+        if standardize:  # standardise once, then fit every C on the standardised matrix
+            mean, scale = _mean_scale(xm)
+            xm -= mean.astype(np.float32)
+            xm /= scale.astype(np.float32)
     if isinstance(Cs, str):
         if Cs != "auto":
             raise ValueError(f"Cs must be a list of positive values or 'auto', got {Cs!r}")
@@ -1699,8 +1753,6 @@ def probe_path(
         list(bootstrap_indices(len(val_split), n_resamples, seed=seed, stratify=val_labels)),
         len(val_split),
     )
-    warm = solver in ("saga", "torch")  # liblinear has no warm start
-    shared_est = template._make_estimator(warm_start=True) if warm else None
     fits: dict[float, tuple[PathPoint, SparseProbe]] = {}
 
     def fit_at(C: float) -> None:

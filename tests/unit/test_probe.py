@@ -17,6 +17,7 @@ from hneuron_lens.probe import (
     SparseProbe,
     probe_path,
     training_matrix,
+    training_parts,
 )
 
 N_LAYERS, D_MLP = 2, 64
@@ -381,3 +382,83 @@ def test_probe_path_warm_starts_the_torch_solver(train: FeatureSplit, monkeypatc
         assert np.array_equal(probe.coef_ != 0, cold.coef_ != 0), C
         np.testing.assert_allclose(probe.coef_, cold.coef_, atol=1e-4)
     assert sum(n for _, n in warm[1:]) < sum(n for _, n in calls[1:])
+
+
+@pytest.mark.parametrize(("mode", "standardize"), [("3-vs-1", True), ("1-vs-1", False)])
+def test_torch_probe_streams_the_split(train: FeatureSplit, mode, standardize, monkeypatch):
+    """SparseProbe(solver="torch").fit(split) reads the split's arrays as they are (no training
+    matrix is built; standardisation on the fly) and fits what it fits on that matrix."""
+    xm, ym = training_matrix(train, mode)
+    params = {"C": 0.05, "solver": "torch", "tol": 1e-9, "mode": mode, "standardize": standardize}
+    ref = SparseProbe(**params).fit(xm, ym, layout=train.layout)
+    parts, y = training_parts(train, mode)
+    assert all(
+        np.shares_memory(p, train.region(r))
+        for p, r in zip(parts, ("answer", "other")[: len(parts)], strict=True)
+    )
+    np.testing.assert_array_equal(y, ym)
+    import hneuron_lens.probe as probe_module
+
+    def no_matrix(*args, **kwargs):
+        raise AssertionError("the torch solver must not build the training matrix")
+
+    monkeypatch.setattr(probe_module, "training_matrix", no_matrix)
+    got = SparseProbe(**params).fit(train)
+    assert got.converged_ and ref.converged_
+    assert np.array_equal(got.coef_ != 0, ref.coef_ != 0) and got.coef_.any()
+    np.testing.assert_allclose(got.coef_, ref.coef_, atol=1e-5)
+    assert abs(got.intercept_ - ref.intercept_) < 1e-5
+    if standardize:
+        np.testing.assert_allclose(got.mean_, ref.mean_, rtol=1e-6)
+        np.testing.assert_allclose(got.scale_, ref.scale_, rtol=1e-6)
+    np.testing.assert_allclose(
+        got.decision_function(train), ref.decision_function(train), atol=1e-4
+    )
+
+
+@pytest.mark.filterwarnings("ignore:probe_path. the chosen C")
+def test_torch_probe_path_on_a_compacted_store_reads_its_memory_maps(tmp_path, monkeypatch):
+    """A compacted store's split is memory maps; probe_path(solver="torch") and
+    SparseProbe(solver="torch") fit from them without a training matrix, and find what the
+    in-memory arrays give."""
+    from hneuron_lens.store import ActivationStore
+    from tests.unit.test_store import FP, LAYOUT, REGIONS
+
+    rng = np.random.default_rng(0)
+    store = ActivationStore(tmp_path / "st", chunk_size=8)
+    store.open_for(FP, layout=LAYOUT, regions=REGIONS)
+    for start in range(0, 60, 6):  # ten chunks; column 3 is higher in hallucinated answers
+        ids = [f"s{i:03d}" for i in range(start, start + 6)]
+        labels = [i % 2 for i in range(start, start + 6)]
+        rows = {r: rng.lognormal(-1, 0.5, (6, LAYOUT.n_features)) for r in REGIONS}
+        rows["answer"][:, 3] += np.asarray(labels, dtype=float)
+        store.write_batch(ids, labels, ["train"] * 6, rows)
+    store.close()
+    store.compact()
+    split = ActivationStore(tmp_path / "st").split("train")
+    parts, _ = training_parts(split)
+    assert all(
+        isinstance(getattr(p, "base", p), np.memmap) or isinstance(p, np.memmap) for p in parts
+    )
+    in_memory = FeatureSplit.from_arrays(
+        {r: np.array(split.region(r)) for r in ("answer", "other")},
+        split.labels,
+        ids=split.ids,
+        layout=split.layout,
+    )
+    ref_path = probe_path(in_memory, in_memory, Cs=(0.5, 2.0), solver="torch", tol=1e-9,
+                          n_resamples=20, extend=False)  # fmt: skip
+    import hneuron_lens.probe as probe_module
+
+    def no_matrix(*args, **kwargs):
+        raise AssertionError("the torch solver must not build the training matrix")
+
+    monkeypatch.setattr(probe_module, "training_matrix", no_matrix)
+    path = probe_path(split, in_memory, Cs=(0.5, 2.0), solver="torch", tol=1e-9,
+                      n_resamples=20, extend=False)  # fmt: skip
+    for got, ref in zip(path.probes, ref_path.probes, strict=True):
+        assert np.array_equal(got.coef_ != 0, ref.coef_ != 0)
+        np.testing.assert_allclose(got.coef_, ref.coef_, atol=1e-6)
+    assert path.probes[-1].coef_.any()
+    one = SparseProbe(C=2.0, solver="torch", tol=1e-9).fit(split)
+    np.testing.assert_allclose(one.coef_, path.probes[-1].coef_, atol=1e-6)
