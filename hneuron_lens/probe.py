@@ -52,9 +52,6 @@ from tqdm.auto import tqdm
 from hneuron_lens.io import atomic_write_text, library_version, loads_json
 
 from .features import FeatureSplit, NeuronLayout
-
-if TYPE_CHECKING:  # the solvers import torch; only the torch solver needs them
-    from hneuron_lens.solvers import RowBlocks
 from .stats import (
     Interval,
     auroc,
@@ -64,6 +61,9 @@ from .stats import (
     cohens_d,
     wilson_ci,
 )
+
+if TYPE_CHECKING:  # the solvers import torch; only the torch solver needs them
+    from hneuron_lens.solvers import RowBlocks
 
 __all__ = [
     "NeuronTable",
