@@ -1641,7 +1641,8 @@ def probe_path(
 ) -> ProbePath:
     """Fit the probe over a grid of C and choose one.
 
-    The training matrix is built (and standardised) once. With ``solver="saga"`` or
+    The training matrix is built (and standardised) once; the torch solver builds none (it
+    reads the split's arrays as they lie, standardised on the fly). With ``solver="saga"`` or
     ``"torch"`` the fits are warm-started from the previous C's solution (the torch solver also
     reuses its norm bound); liblinear has no warm start and refits from zero.
 
