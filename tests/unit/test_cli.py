@@ -65,6 +65,22 @@ def test_train_evaluate_report(synthetic_store, tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
 
 
+def test_train_with_the_torch_solver(synthetic_store, tmp_path, capsys):
+    """`train --solver torch` fits from the store's arrays and finds the planted neuron; it
+    refuses an L2 penalty with a one-line usage error."""
+    out_dir = tmp_path / "probe"
+    args = ["train", "--store", str(synthetic_store), "--out", str(out_dir), "--solver", "torch"]
+    assert main([*args, "--Cs", "0.3,1,3"]) == 0
+    from hneuron_lens.probe import SparseProbe
+
+    probe = SparseProbe.load(out_dir)
+    assert probe.solver == "torch" and probe.converged_
+    assert 5 in set(probe.h_neurons.flat_index.tolist())  # (layer 0, neuron 5)
+    capsys.readouterr()
+    assert main([*args, "--penalty", "l2", "--C", "1", "--overwrite"]) == 2
+    assert "--solver" in capsys.readouterr().err
+
+
 def test_parser_requires_a_command():
     with pytest.raises(SystemExit):
         build_parser().parse_args([])
