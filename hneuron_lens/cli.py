@@ -1007,8 +1007,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["liblinear", "saga", "torch"],
         help="liblinear (default, the paper's), saga, or torch: an L1 solver on a working set "
         "of columns (GPU when available) that reads the store's arrays without building the "
-        "training matrix; for very wide probes (70B-class models), fastest on a compacted "
-        "store (memory maps). Stability refits still build each half's matrix",
+        "training matrix (stability refits too); for very wide probes (70B-class models), "
+        "fastest on a compacted store (memory maps)",
     )
     t.add_argument(
         "--rule",

@@ -341,20 +341,38 @@ def training_matrix(
 
 
 def training_parts(
-    split: FeatureSplit, mode: Mode = "3-vs-1"
-) -> tuple[list[np.ndarray], np.ndarray]:
+    split: FeatureSplit, mode: Mode = "3-vs-1", rows: np.ndarray | None = None
+) -> tuple[list[Any], np.ndarray]:
     """The rows of :func:`training_matrix` as they lie in the split, not concatenated:
     ``([answer] or [answer, other], y int8 [n_rows])``. The arrays are the split's own (memory
-    maps of a compacted store stay maps); :class:`~hneuron_lens.solvers.RowBlocks` reads them
-    as one matrix. Used by the torch solver, which never needs ``X`` in one piece."""
+    maps of a compacted store stay maps); ``rows`` (a resample) wraps each in a
+    :class:`~hneuron_lens.solvers.RowSelection`, read row block by row block.
+    :class:`~hneuron_lens.solvers.RowBlocks` reads the parts as one matrix. Used by the torch
+    solver, which never needs ``X`` in one piece."""
     _check_mode(mode)
     labels = np.asarray(split.labels, dtype=np.int8)
-    parts = [split.region("answer")]
-    y_parts = [labels]
+    parts: list[Any] = [split.region("answer")]
     if mode == "3-vs-1":
         parts.append(split.region("other"))
-        y_parts.append(np.zeros(labels.size, dtype=np.int8))
+    if rows is not None:
+        from hneuron_lens.solvers import RowSelection
+
+        parts = [RowSelection(part, rows) for part in parts]
+        labels = labels[rows]
+    y_parts = [labels] + ([np.zeros(labels.size, dtype=np.int8)] if mode == "3-vs-1" else [])
     return parts, np.concatenate(y_parts)
+
+
+def _training_input(
+    probe: SparseProbe, split: FeatureSplit, rows: np.ndarray | None = None
+) -> tuple[np.ndarray | RowBlocks, np.ndarray]:
+    """The training rows of ``split`` (optionally a resample) as ``probe``'s solver reads them:
+    the torch solver streams the split's arrays (:class:`RowBlocks`, nothing concatenated), the
+    others get :func:`training_matrix` (a float32 array the caller owns)."""
+    if probe.solver == "torch":
+        parts, y = training_parts(split, probe.mode, rows=rows)
+        return probe._make_estimator().blocks(parts), y
+    return training_matrix(split, probe.mode, rows=rows)
 
 
 def _mean_scale(xm: np.ndarray | RowBlocks) -> tuple[np.ndarray, np.ndarray]:
@@ -554,11 +572,7 @@ class SparseProbe(BaseEstimator):
                 raise ValueError(
                     "pass y=None when fitting from a FeatureSplit (labels come from it)"
                 )
-            if self.solver == "torch":  # streamed: a store's memory maps are never copied
-                parts, ym = training_parts(X, self.mode)
-                xm = self._make_estimator().blocks(parts)
-            else:
-                xm, ym = training_matrix(X, self.mode)
+            xm, ym = _training_input(self, X)  # torch: streamed, memory maps stay maps
             self._train_ref: Any = X
             fingerprint = _split_fingerprint(X, self.mode)
             lay = X.layout
@@ -1722,19 +1736,14 @@ def probe_path(
     template._check_params()
     warm = solver in ("saga", "torch")  # liblinear has no warm start
     shared_est = template._make_estimator(warm_start=True) if warm else None
-    xm: np.ndarray | RowBlocks
-    if solver == "torch":  # streamed from the split's arrays (memory maps stay maps)
-        parts, ym = training_parts(train_split, mode)
-        xm = shared_est.blocks(parts)  # type: ignore[union-attr]
-        if standardize:  # standardised on the fly, once for every C
-            mean, scale = _mean_scale(xm)
-            xm = xm.transformed(shift=mean, scale=scale)
-    else:
-        xm, ym = training_matrix(train_split, mode)
-        if standardize:  # standardise once, then fit every C on the standardised matrix
-            mean, scale = _mean_scale(xm)
+    xm, ym = _training_input(template, train_split)  # torch: streamed, no matrix
+    if standardize:  # standardise once, then fit every C on the standardised rows
+        mean, scale = _mean_scale(xm)
+        if isinstance(xm, np.ndarray):
             xm -= mean.astype(np.float32)
             xm /= scale.astype(np.float32)
+        else:  # RowBlocks: on the fly
+            xm = xm.transformed(shift=mean, scale=scale)
     if isinstance(Cs, str):
         if Cs != "auto":
             raise ValueError(f"Cs must be a list of positive values or 'auto', got {Cs!r}")
@@ -1855,8 +1864,9 @@ def _bootstrap_stability(
     params = best.get_params()
     idx_iter = bootstrap_indices(len(split), n_boot, seed=seed + 1, stratify=labels)
     for b, rows in enumerate(tqdm(idx_iter, total=n_boot, desc="bootstrap stability", leave=False)):
-        xm, ym = training_matrix(split, best.mode, rows=rows)
-        refit = SparseProbe(**params)._fit_matrix(xm, ym, split.layout, copy=False)
+        refit = SparseProbe(**params)
+        xm, ym = _training_input(refit, split, rows)
+        refit._fit_matrix(xm, ym, split.layout, copy=False)
         s = refit.h_neurons.flat_set
         jac[b] = jaccard(ref, s)
         hits += np.array([int(i) in s for i in chosen.flat_index], dtype=float)

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import logging
 import math
+import mmap
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -94,12 +95,51 @@ def _torch_dtype(dtype: str | torch.dtype, field: str) -> torch.dtype:
     return _TORCH_DTYPES[dtype]
 
 
+def _is_memmap(x: Any) -> bool:
+    """``x`` is, or is a view of, a memory map (its pages come from a file)."""
+    while x is not None:
+        if isinstance(x, (np.memmap, mmap.mmap)) or getattr(x, "is_memmap", False):
+            return True
+        x = getattr(x, "base", None)
+    return False
+
+
+class RowSelection:
+    """Rows ``rows`` of a ``[n, p]`` array, read lazily: ``sel[a:b]`` is ``x[rows[a:b]]`` (a
+    copy of just those rows; a memmap reads only them). A resample (bootstrap, stability
+    half) as a :class:`RowBlocks` part, without copying the whole array.
+
+    Example:
+        >>> sel = RowSelection(np.arange(12.0).reshape(6, 2), np.array([4, 0, 4]))
+        >>> sel.shape, sel[1:3].tolist()
+        ((3, 2), [[0.0, 1.0], [8.0, 9.0]])
+    """
+
+    ndim = 2
+
+    def __init__(self, x: np.ndarray, rows: np.ndarray) -> None:
+        self.x = x
+        self.rows = np.asarray(rows, dtype=np.int64)
+        if x.ndim != 2 or self.rows.ndim != 1:
+            raise UsageError(f"need a [n, p] array and [k] rows, got {x.shape}", field="rows")
+        if self.rows.size and not 0 <= int(self.rows.min()) <= int(self.rows.max()) < len(x):
+            raise UsageError(f"rows out of range [0, {len(x)})", field="rows")
+        self.shape = (int(self.rows.size), int(x.shape[1]))
+        self.is_memmap = _is_memmap(x)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("RowSelection supports row slices only")
+        return np.asarray(self.x[self.rows[key]])
+
+
 class RowBlocks:
     """A ``[n, p]`` matrix read in row blocks, each moved to ``device`` as ``dtype``.
 
     Args:
-        x: a numpy array (a ``np.memmap`` is read block by block, never whole), a tensor, or a
-            list of them with the same columns, read as one matrix stacked by rows (the
+        x: a numpy array (a ``np.memmap`` is read block by block, never whole), a tensor, a
+            :class:`RowSelection`, or a list of them with the same columns, read as one matrix
+            stacked by rows (the
             probe's 3-vs-1 rows are ``[answer; other]``: two memory maps of a compacted
             :class:`~hneuron_lens.store.ActivationStore`, never concatenated).
         block_rows: rows per block (default: as many as fit in 256 MiB of ``dtype``, at least
@@ -149,7 +189,7 @@ class RowBlocks:
             )
         fit = (256 << 20) // max(1, self.p * self.dtype.itemsize)
         self.block_rows = max(1, int(block_rows or fit))
-        memmap = any(isinstance(part, np.memmap) for part in self.parts)
+        memmap = any(_is_memmap(part) for part in self.parts)
         self.cache = not memmap if cache is None else bool(cache)
         self.cache_dtype = (
             self.dtype if cache_dtype is None else _torch_dtype(cache_dtype, "cache_dtype")

@@ -8,7 +8,8 @@ sample rarely survive many halves; the planted / real ones do.
 The half is drawn within each label (so every fit keeps the class balance), by *sample*: a
 sample's answer and "other" vectors stay together, as in :func:`hneuron_lens.probe.training_matrix`.
 The fits run in parallel with joblib; a store split is memory-mapped, so workers read it without
-copies.
+copies. With ``solver="torch"`` a fit reads its half in place, row block by row block (no
+training matrix); the other solvers build the half's matrix in memory.
 
 Error control (Meinshausen & Buhlmann, Theorem 1): with ``q`` the mean number of neurons a fit
 selects, ``p`` the number of neurons and a threshold ``pi_thr`` in (0.5, 1], the expected number
@@ -129,14 +130,13 @@ class StabilityResult:
         )
 
 
-def _fit_one(
-    split: FeatureSplit, rows: np.ndarray, params: dict[str, Any], mode: str
-) -> np.ndarray:
+def _fit_one(split: FeatureSplit, rows: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     """Flat indices given a positive weight by one fit on ``rows`` of ``split``."""
-    from .probe import SparseProbe, training_matrix
+    from .probe import SparseProbe, _training_input
 
-    xm, ym = training_matrix(split, mode, rows=rows)
-    probe = SparseProbe(**params)._fit_matrix(xm, ym, split.layout, copy=False)
+    probe = SparseProbe(**params)
+    xm, ym = _training_input(probe, split, rows)  # the torch solver reads the rows in place
+    probe._fit_matrix(xm, ym, split.layout, copy=False)
     return np.flatnonzero(probe.coef_ > 0)
 
 
@@ -194,7 +194,6 @@ def stability_selection(
     # C is regularised twice as hard. C / fraction keeps the penalty per sample (the lasso's
     # lambda = 1 / (C n)) equal to the full fit's.
     params["C"] = float(params["C"]) / fraction
-    mode = params["mode"]
     labels = np.asarray(split.labels)
     groups = [np.flatnonzero(labels == v) for v in np.unique(labels)]
     if len(groups) != 2:
@@ -211,7 +210,7 @@ def stability_selection(
         )
         for _ in range(n_subsamples)
     ]
-    jobs = (delayed(_fit_one)(split, rows, params, mode) for rows in subsets)
+    jobs = (delayed(_fit_one)(split, rows, params) for rows in subsets)
     results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
     counts = np.zeros(split.layout.n_features, dtype=np.int64)
     n_selected = np.zeros(n_subsamples, dtype=np.int64)

@@ -15,6 +15,7 @@ from hneuron_lens.errors import UsageError
 from hneuron_lens.probe import SparseProbe
 from hneuron_lens.solvers import (
     RowBlocks,
+    RowSelection,
     column_mean_std,
     fit_l1_logistic,
     l1_logistic_objective,
@@ -174,6 +175,30 @@ def test_row_blocks_over_parts_read_as_one_matrix(tmp_path):
         RowBlocks([a, a[:, :4]])
     with pytest.raises(UsageError, match="shift must have shape"):
         RowBlocks(a, shift=np.zeros(3))
+
+
+def test_row_selection_is_a_lazy_resample(tmp_path):
+    """A resample (repeats allowed) of a memory map read as RowBlocks parts equals the
+    fancy-indexed copy, is not cached, and fits the same; bad rows are refused."""
+    rng = np.random.default_rng(2)
+    X = np.abs(rng.normal(size=(30, 7))).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    rows = rng.integers(0, 30, size=40)
+    sel = RowSelection(mm, rows)
+    assert sel.shape == (40, 7) and sel.is_memmap
+    np.testing.assert_array_equal(sel[5:9], X[rows[5:9]])
+    blocks = RowBlocks([sel, RowSelection(X, rows[:10])], block_rows=8)
+    assert not blocks.cache  # a part reads a memory map
+    full = np.concatenate([X[rows], X[rows[:10]]]).astype(np.float64)
+    np.testing.assert_array_equal(torch.cat([xb for _, xb in blocks]).numpy(), full)
+    np.testing.assert_array_equal(blocks.columns(np.array([6, 1])).numpy(), full[:, [6, 1]])
+    y = (full[:, 2] + rng.logistic(size=50) * 0.2 > np.median(full[:, 2])).astype(int)
+    got = fit_l1_logistic(blocks, y, 3.0, tol=1e-10, working_set=2)
+    ref = fit_l1_logistic(full, y, 3.0, tol=1e-10, working_set=2)
+    np.testing.assert_allclose(got.coef, ref.coef, atol=1e-9)
+    with pytest.raises(UsageError, match="out of range"):
+        RowSelection(X, np.array([0, 30]))
 
 
 def test_column_mean_std_merges_blocks_stably():

@@ -69,3 +69,33 @@ def test_parallel_equals_serial_and_bad_arguments():
         stability_selection(data.train, probe, fraction=1.0)
     with pytest.raises(ValueError, match="threshold"):
         error_bound(5.0, 100, 0.5)
+
+
+@pytest.mark.filterwarnings("ignore:probe_path. the chosen C")  # a one-C grid: not the point
+def test_torch_refits_read_each_half_in_place(reference, monkeypatch):
+    """With solver="torch" each stability refit and each bootstrap refit reads its resample
+    through RowSelection (no training matrix) and selects what a fit on that resample's
+    matrix selects."""
+    import hneuron_lens.probe as probe_module
+    from hneuron_lens.probe import training_matrix
+    from hneuron_lens.stability import _fit_one
+
+    data, fitted = reference
+    params = {**fitted.get_params(), "solver": "torch", "tol": 1e-8}
+    rows = np.sort(np.random.default_rng(0).choice(len(data.train), 300, replace=False))
+    xm, ym = training_matrix(data.train, "3-vs-1", rows=rows)
+    ref = SparseProbe(**params).fit(xm, ym, layout=data.train.layout)
+
+    def no_matrix(*args, **kwargs):
+        raise AssertionError("the torch solver must not build a training matrix")
+
+    monkeypatch.setattr(probe_module, "training_matrix", no_matrix)
+    selected = _fit_one(data.train, rows, params)
+    np.testing.assert_array_equal(selected, np.flatnonzero(ref.coef_ > 0))
+    res = stability_selection(data.train, SparseProbe(**params), n_subsamples=2, progress=False)
+    assert res.n_selected.shape == (2,) and res.n_selected.min() > 0
+    path = probe_path(
+        data.train, data.validation, Cs=[fitted.C], solver="torch", tol=1e-6,
+        n_resamples=20, n_bootstrap_stability=2, extend=False,
+    )  # fmt: skip
+    assert path.probe.coef_.any()
