@@ -139,9 +139,8 @@ class RowBlocks:
     Args:
         x: a numpy array (a ``np.memmap`` is read block by block, never whole), a tensor, a
             :class:`RowSelection`, or a list of them with the same columns, read as one matrix
-            stacked by rows (the
-            probe's 3-vs-1 rows are ``[answer; other]``: two memory maps of a compacted
-            :class:`~hneuron_lens.store.ActivationStore`, never concatenated).
+            stacked by rows (the probe's 3-vs-1 rows are ``[answer; other]``: two memory maps
+            of a compacted :class:`~hneuron_lens.store.ActivationStore`, never concatenated).
         block_rows: rows per block (default: as many as fit in 256 MiB of ``dtype``, at least
             one). Blocks never span two parts of ``x``.
         device: where the products are computed (``"cpu"``, ``"cuda"``...).
@@ -162,7 +161,7 @@ class RowBlocks:
 
     def __init__(
         self,
-        x: np.ndarray | Tensor | Sequence[np.ndarray | Tensor],
+        x: np.ndarray | Tensor | RowSelection | Sequence[np.ndarray | Tensor | RowSelection],
         *,
         block_rows: int | None = None,
         device: str | torch.device = "cpu",
@@ -839,7 +838,7 @@ class TorchL1Logistic:
 
     def blocks(
         self,
-        X: np.ndarray | Tensor | Sequence[np.ndarray | Tensor],
+        X: np.ndarray | Tensor | RowSelection | Sequence[np.ndarray | Tensor | RowSelection],
         *,
         shift: np.ndarray | None = None,
         scale: np.ndarray | None = None,
