@@ -73,22 +73,71 @@ def _config(cls: Any, **kwargs: Any) -> Any:
         raise UsageError(str(err), hint="check the command's options (--help)") from None
 
 
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+"""``--device-map`` values passed to ``from_pretrained`` as they are (any other value is a file)."""
+
+
+def _device_map(value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    """``--device-map``: a placement strategy, or a JSON file of module name -> device (read;
+    an already read map is returned as it is)."""
+    from hneuron_lens.io import loads_json
+
+    if value is None or isinstance(value, dict) or value in DEVICE_MAP_STRATEGIES:
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise UsageError(
+            f"not a placement strategy and no such file: {value!r}",
+            field="--device-map",
+            hint=f"give one of {', '.join(DEVICE_MAP_STRATEGIES)} or a JSON file "
+            '{"model.layers.0": 0, ...}',
+        )
+    try:
+        device_map = loads_json(path.read_bytes())
+    except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError included
+        raise DataError(
+            f"unreadable JSON ({type(err).__name__})",
+            file=path,
+            field="--device-map",
+            hint='give a JSON object of module name -> device, e.g. {"model.layers.0": 0}',
+        ) from None
+    bad = not isinstance(device_map, dict) or not all(
+        isinstance(v, (int, str)) and not isinstance(v, bool) for v in device_map.values()
+    )
+    if bad or not device_map:
+        raise DataError(
+            "not a JSON object of module name -> device (an integer GPU index or a string)",
+            file=path,
+            field="--device-map",
+            hint='e.g. {"model.embed_tokens": 0, "model.layers.0": 0, "lm_head": 1}',
+        )
+    return device_map
+
+
 def _load_model(args: argparse.Namespace) -> Any:
     from hneuron_lens.errors import ModelError
     from hneuron_lens.models import load_model
 
+    device_map = _device_map(getattr(args, "device_map", None))
+    where = "--device-map" if device_map is not None else (args.device or "cpu")
     try:
-        return load_model(args.model, dtype=args.dtype, device=args.device)
+        return load_model(
+            args.model,
+            dtype=args.dtype,
+            device=args.device if device_map is None else None,
+            device_map=device_map,
+            allow_offload=bool(getattr(args, "allow_offload", False)),
+        )
     except HNeuronLensError:
         raise
     except (OSError, ValueError, RuntimeError, AssertionError, ImportError) as err:
         # transformers / torch say "not found", "offline", "no CUDA" in many exception types
         first = (str(err).strip().splitlines() or [""])[0][:160]
         raise ModelError(
-            f"cannot load model {args.model!r} on {args.device} ({type(err).__name__}: {first})",
+            f"cannot load model {args.model!r} on {where} ({type(err).__name__}: {first})",
             field="--model",
             hint="give 'default', 'gemma-3-270m', a .gguf file, a local Hugging Face directory "
-            "or a hub id cached for offline use; check --device and --dtype",
+            "or a hub id cached for offline use; check --device, --device-map and --dtype",
         ) from err
 
 
@@ -100,6 +149,19 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument(
+        "--device-map",
+        default=None,
+        help="spread a model bigger than one GPU over several: auto | balanced | sequential or "
+        "a JSON file of module -> device (instead of --device; local HF dirs and hub ids). "
+        "Under torchrun, one process per machine",
+    )
+    p.add_argument(
+        "--allow-offload",
+        action="store_true",
+        help="accept a device map that offloads layers to CPU memory or disk (refused by "
+        "default: orders of magnitude slower)",
+    )
 
 
 def _add_dist_args(p: argparse.ArgumentParser, what: str) -> None:
@@ -124,7 +186,7 @@ def _dist_env(args: argparse.Namespace) -> Any:
     from hneuron_lens.distributed import DistEnv
 
     env = DistEnv.from_env()
-    if env.is_distributed and args.device == "cuda":
+    if env.is_distributed and args.device == "cuda" and getattr(args, "device_map", None) is None:
         args.device = f"cuda:{env.local_rank}"
     return env
 
@@ -133,7 +195,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hneuron_lens.io import check_output_dir
     from hneuron_lens.pipeline import RunConfig, run_pipeline
 
-    overrides: dict[str, Any] = {"model": args.model, "device": args.device, "seed": args.seed}
+    overrides: dict[str, Any] = {
+        "model": args.model,
+        "device": args.device,
+        "dtype": args.dtype,
+        "device_map": args.device_map,  # read by main()
+        "allow_offload": args.allow_offload,
+        "seed": args.seed,
+    }
     for name in ("out_dir", "questions", "n_questions", "k", "max_new_tokens", "batch_size"):
         value = getattr(args, name)
         if value is not None:
@@ -1283,6 +1352,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        if getattr(args, "device_map", None) is not None:  # a map file is read before anything
+            args.device_map = _device_map(args.device_map)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

@@ -21,7 +21,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -348,6 +349,7 @@ def load_model(
     device_map: str | Mapping[str, Any] | None = None,
     max_memory: Mapping[str | int, str | int] | None = None,
     allow_offload: bool = False,
+    offload_folder: str | os.PathLike[str] | None = None,
 ) -> Any:
     """Load a model as a ``TransformerBridge`` in eval mode with raw (unprocessed) weights.
 
@@ -371,7 +373,11 @@ def load_model(
         max_memory: per-device memory caps for ``device_map="auto"`` (e.g.
             ``{0: "70GiB", 1: "70GiB"}``).
         allow_offload: accept a map that offloads modules to CPU memory or disk next to
-            accelerators (refused by default: see :func:`check_device_map`).
+            accelerators (refused by default: see :func:`check_device_map`). Offloaded weights
+            are read where they lie (:func:`readable_weights`), so CETT and interventions give
+            the same numbers as a single-device load, only slower.
+        offload_folder: where ``"disk"`` entries keep their weights when the checkpoint's own
+            files cannot serve (passed to ``from_pretrained``; with ``device_map`` only).
 
     Returns:
         The ``TransformerBridge``. ``model.cfg.model_name`` holds the model's name.
@@ -390,6 +396,12 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = _dtype(dtype)
+    if offload_folder is not None and device_map is None:
+        raise ModelError(
+            "offload_folder without device_map",
+            field="offload_folder",
+            hint="offload needs a device_map with 'disk' entries and allow_offload=True",
+        )
     if device_map is not None:
         if device is not None:
             raise ModelError(
@@ -413,6 +425,7 @@ def load_model(
             revision=revision,
             device_map=dict(device_map) if isinstance(device_map, Mapping) else device_map,
             max_memory=dict(max_memory) if max_memory is not None else None,
+            **({"offload_folder": str(offload_folder)} if offload_folder is not None else {}),
         )
         placed = getattr(hf_model, "hf_device_map", None) or {}
         check_device_map(placed, allow_offload=allow_offload, where="hf_device_map")
@@ -470,6 +483,32 @@ def _is_moe(mlp: Any) -> bool:
     return isinstance(mlp, MoEBridge) or type(mlp).__name__.lower().startswith("moe")
 
 
+@contextmanager
+def readable_weights(module: torch.nn.Module) -> Iterator[None]:
+    """Within the block, the weights of ``module`` that accelerate offloaded (a ``device_map``
+    with ``"cpu"``/``"disk"`` entries and ``allow_offload=True``) are real tensors on their
+    execution device, as during that module's forward pass; outside a forward they are ``meta``
+    placeholders that TransformerLens refuses to read. No-op for a model without offload.
+
+    Example:
+        >>> from hneuron_lens.testing import tiny_model
+        >>> model = tiny_model("llama")
+        >>> with readable_weights(model.blocks[0].mlp):
+        ...     model.blocks[0].mlp.W_out.device.type
+        'cpu'
+    """
+    try:
+        from accelerate.utils import align_module_device, has_offloaded_params
+    except ImportError:  # no accelerate: nothing can be offloaded
+        yield
+        return
+    with ExitStack() as stack:
+        for sub in module.modules():
+            if has_offloaded_params(sub):
+                stack.enter_context(align_module_device(sub))
+        yield
+
+
 def neuron_sites(model: Any) -> list[NeuronSite]:
     """Describe every MLP layer of ``model``: hook names, ``d_mlp`` and float32 W_out row norms.
 
@@ -496,13 +535,13 @@ def neuron_sites(model: Any) -> list[NeuronSite]:
                 "has its own W_out, so CETT over 'neurons' is undefined. H-Neuron analysis "
                 "supports dense and gated MLPs only."
             )
-        try:
-            w_out = mlp.W_out
-        except AttributeError as err:
-            raise UnsupportedModelError(
-                f"layer {layer}: {type(mlp).__name__} exposes no W_out"
-            ) from err
-        with torch.no_grad():
+        with torch.no_grad(), readable_weights(mlp):  # offloaded layers: read where they lie
+            try:
+                w_out = mlp.W_out
+            except AttributeError as err:
+                raise UnsupportedModelError(
+                    f"layer {layer}: {type(mlp).__name__} exposes no W_out"
+                ) from err
             w32 = w_out.detach().to(torch.float32)
             norms = torch.linalg.vector_norm(w32, dim=1)
             b_out = getattr(mlp, "b_out", None)
@@ -548,16 +587,20 @@ def model_identity(model: Any) -> dict[str, Any]:
     enough to tell two checkpoints of one architecture apart.
     """
     h = hashlib.sha256()
+    d_mlps: list[int] = []
     with torch.no_grad():
         for block in model.blocks:
-            h.update(block.mlp.W_out.detach().to(torch.float32).cpu().numpy().tobytes())
-            b = getattr(block.mlp, "b_out", None)
-            if b is not None:
-                h.update(b.detach().to(torch.float32).cpu().numpy().tobytes())
-        emb = model.embed.W_E if hasattr(model, "embed") else None
-        if emb is not None:
-            h.update(emb.detach().to(torch.float32).cpu().numpy().tobytes())
-    d_mlps = [int(b.mlp.W_out.shape[0]) for b in model.blocks]
+            with readable_weights(block.mlp):  # offloaded layers: read where they lie
+                w_out = block.mlp.W_out
+                d_mlps.append(int(w_out.shape[0]))
+                h.update(w_out.detach().to(torch.float32).cpu().numpy().tobytes())
+                b = getattr(block.mlp, "b_out", None)
+                if b is not None:
+                    h.update(b.detach().to(torch.float32).cpu().numpy().tobytes())
+        if hasattr(model, "embed"):
+            with readable_weights(model.embed):
+                emb = model.embed.W_E
+                h.update(emb.detach().to(torch.float32).cpu().numpy().tobytes())
     return {
         "name": str(getattr(model.cfg, "model_name", "unknown")),
         "n_layers": len(d_mlps),

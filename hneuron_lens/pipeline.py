@@ -38,7 +38,13 @@ class RunConfig:
     model: str = "default"
     """Model spec for :func:`hneuron_lens.load_model`."""
     device: str = "cpu"
-    """Device for the model."""
+    """Device for the model (not used with ``device_map``)."""
+    dtype: str = "float32"
+    """Model dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``."""
+    device_map: str | dict[str, Any] | None = None
+    """Spread the model over several GPUs (:func:`hneuron_lens.load_model`'s ``device_map``)."""
+    allow_offload: bool = False
+    """Accept a ``device_map`` that offloads layers to CPU memory or disk."""
     questions: str = "builtin"
     """``"builtin"`` (the built-in set plus fabricated entities) or an open-QA / consistency file
     (e.g. ``../shared/data/triviaqa/gemma3_4b_it_consistency_samples.jsonl``)."""
@@ -191,7 +197,13 @@ def run_pipeline(cfg: RunConfig | None = None, model: Any = None) -> RunResult:
 
     t = time.perf_counter()
     if model is None:
-        model = hl.load_model(cfg.model, device=cfg.device)
+        model = hl.load_model(
+            cfg.model,
+            dtype=cfg.dtype,
+            device=cfg.device if cfg.device_map is None else None,
+            device_map=cfg.device_map,
+            allow_offload=cfg.allow_offload,
+        )
     seconds["load model"] = time.perf_counter() - t
 
     rng = random.Random(cfg.seed)
