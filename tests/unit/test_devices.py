@@ -95,21 +95,27 @@ def _batch(model):
     return collate(toks, pad_id=0)
 
 
-def test_device_map_load_matches_single_device(tiny_dir):
-    one = load_model(str(tiny_dir), device="cpu")
-    mapped = load_model(str(tiny_dir), device_map="auto")  # accelerate path; all CPU here
-    assert str(mapped.cfg.device) == "cpu"
+def _assert_same_numbers(one, other, alphas=(0.0,)):
+    """CETT values and intervened logits of ``other`` equal ``one``'s to the bit."""
     cfg = CETTConfig(regions=("answer", "other"))
-    a, b = cett(one, _batch(one), cfg), cett(mapped, _batch(mapped), cfg)
+    a, b = cett(one, _batch(one), cfg), cett(other, _batch(other), cfg)
     for region in cfg.regions:
         torch.testing.assert_close(a[region], b[region], rtol=0, atol=0, equal_nan=True)
     neurons = NeuronSet.random(one, 6, seed=0)
     ids = _batch(one).input_ids
-    with HookedIntervention(one, neurons, alpha=0.0):
-        la = one(ids, return_type="logits")
-    with HookedIntervention(mapped, neurons, alpha=0.0):
-        lb = mapped(ids, return_type="logits")
-    torch.testing.assert_close(la, lb, rtol=0, atol=0)
+    for alpha in alphas:
+        with torch.no_grad(), HookedIntervention(one, neurons, alpha=alpha):
+            la = one(ids, return_type="logits")
+        with torch.no_grad(), HookedIntervention(other, neurons, alpha=alpha):
+            lb = other(ids, return_type="logits")
+        torch.testing.assert_close(la, lb, rtol=0, atol=0)
+
+
+def test_device_map_load_matches_single_device(tiny_dir):
+    one = load_model(str(tiny_dir), device="cpu")
+    mapped = load_model(str(tiny_dir), device_map="auto")  # accelerate path; all CPU here
+    assert str(mapped.cfg.device) == "cpu"
+    _assert_same_numbers(one, mapped)
 
 
 def test_offloaded_layers_give_the_single_device_numbers(tiny_dir, tmp_path):
@@ -123,10 +129,7 @@ def test_offloaded_layers_give_the_single_device_numbers(tiny_dir, tmp_path):
 
     one = load_model(str(tiny_dir), device="cpu")
     n = one.cfg.n_layers
-    device_map = {"model.embed_tokens": "cpu", "model.norm": "cpu", "lm_head": "cpu"}
-    device_map["model.rotary_emb"] = "cpu"
-    for i in range(n):
-        device_map[f"model.layers.{i}"] = "cpu" if i < n // 2 else "disk"
+    device_map = _offload_map(n)
     with pytest.raises(ModelError, match="offloads"):  # asked for, or refused
         load_model(str(tiny_dir), device_map=device_map)
     split = load_model(
@@ -140,18 +143,7 @@ def test_offloaded_layers_give_the_single_device_numbers(tiny_dir, tmp_path):
         torch.testing.assert_close(a.w_out_norm, b.w_out_norm, rtol=0, atol=0)
     assert last_mlp.down_proj.weight.device.type == "meta"  # put back after the read
     assert model_identity(one) == model_identity(split)
-    cfg = CETTConfig(regions=("answer", "other"))
-    a, b = cett(one, _batch(one), cfg), cett(split, _batch(split), cfg)
-    for region in cfg.regions:
-        torch.testing.assert_close(a[region], b[region], rtol=0, atol=0, equal_nan=True)
-    neurons = NeuronSet.random(one, 6, seed=0)
-    ids = _batch(one).input_ids
-    for alpha in (0.0, 3.0):
-        with torch.no_grad(), HookedIntervention(one, neurons, alpha=alpha):
-            la = one(ids, return_type="logits")
-        with torch.no_grad(), HookedIntervention(split, neurons, alpha=alpha):
-            lb = split(ids, return_type="logits")
-        torch.testing.assert_close(la, lb, rtol=0, atol=0)
+    _assert_same_numbers(one, split, alphas=(0.0, 3.0))
     prompts = [[5, 6, 7, 8], [9, 10, 11]]
     gcfg = GenerationConfig(max_new_tokens=6, do_sample=False, batch_size=2)
     ga, gb = generate(one, prompts, gcfg), generate(split, prompts, gcfg)
