@@ -142,7 +142,10 @@ SCRIPT = textwrap.dedent(
     if sys.argv[2] == "api":
         cfg = CollectConfig(k=2, max_new_tokens=4, batch_size=4, write_every=1, progress=False)
         report = collect_distributed(tiny_model("llama"), builtin_qa()[:9], cfg, sys.argv[1])
-        print("REPORT", report.env.rank, report.n_merged, report.verified, flush=True)
+        # one write() per line: the two ranks share a pipe, and print() writes each argument
+        # separately, so their words could interleave
+        sys.stdout.write(f"REPORT {report.env.rank} {report.n_merged} {report.verified}\\n")
+        sys.stdout.flush()
     else:  # the command line, with the tiny model in place of a loaded one
         import hneuron_lens.cli as cli
         cli._load_model = lambda args: tiny_model("llama")

@@ -183,7 +183,10 @@ SCRIPT = SAMPLES_CODE + textwrap.dedent(
         report = extract_distributed(
             tiny_model("llama"), make_samples(40), store, batch_size=3, progress=False
         )
-        print("REPORT", report.env.rank, report.n_merged, report.verified, flush=True)
+        # one write() per line: the two ranks share a pipe, and print() writes each argument
+        # separately, so their words could interleave
+        sys.stdout.write(f"REPORT {report.env.rank} {report.n_merged} {report.verified}\\n")
+        sys.stdout.flush()
     else:  # the command line, with the tiny model in place of a loaded one
         import hneuron_lens.cli as cli
         cli._load_model = lambda args: tiny_model("llama")
