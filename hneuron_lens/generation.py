@@ -542,6 +542,18 @@ def _sentence_done(tok: Any, out: list[int], t: int, cache: dict[int, str]) -> b
 MIN_SHARED_PREFIX = 4
 """Shortest common prompt prefix worth a separate pass (see ``GenerationConfig.share_prefix``)."""
 
+PRUNE_FRACTION = 0.125
+"""Finished rows leave the batch once they are this fraction of it (at least one row). Dropping
+rows copies the whole KV cache (every layer's keys and values), which costs about as much as a
+decoding step's cache append; keeping a few finished rows costs only their share of the step
+(they decode pad tokens, ignored). Dropping at every finish spent ~8% of a 128-row collection's
+CPU time on cache copies."""
+
+
+def _prune_now(n_finished: int, n_rows: int) -> bool:
+    """Whether ``n_finished`` of the batch's ``n_rows`` rows are enough to drop them now."""
+    return n_finished >= max(1, math.ceil(PRUNE_FRACTION * n_rows))
+
 
 def _has_hooks(model: Any) -> bool:
     """Whether any forward hook is attached to the bridge's hook points."""
@@ -746,7 +758,7 @@ def _generate_batch(
             dtype=torch.long,
             device=device,
         )[:, None]
-        if len(live) < len(active) and can_prune:
+        if can_prune and _prune_now(len(active) - len(live), len(active)):
             keep = torch.tensor(live, dtype=torch.long, device=device)
             if cache is None or _select_cache(cache, keep):
                 mask, ids, next_ids = mask[keep], ids[keep], next_ids[keep]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -345,6 +346,25 @@ def scripted(scripts, selectable=True):
 def _word(tok, text):
     (tid,) = tok(text, add_special_tokens=False)["input_ids"]
     return tid
+
+
+def test_finished_rows_leave_the_batch_in_groups():
+    """16 rows finishing one per step: rows are dropped only once they are an eighth of the
+    batch (each drop copies the whole KV cache), never one by one; the outputs are the same."""
+    from hneuron_lens.generation import PRUNE_FRACTION
+
+    tok = tiny_tokenizer()
+    im_end, a = tok.convert_tokens_to_ids("<|im_end|>"), _word(tok, "a")
+    scripts = {100 + k: [a] * k + [im_end] for k in range(16)}  # row k: k tokens, then eos
+    model, prompts = scripted(scripts)
+    gens = generate(model, prompts, greedy(max_new_tokens=20, batch_size=16))
+    assert [g.output_ids for g in gens] == [(a,) * k for k in range(16)]
+    assert all(g.finish_reason == "eos" for g in gens)
+    sizes = model.calls[1:]  # decode steps (the first call is the prompt pass)
+    drops = [(n, n - m) for n, m in zip(sizes, sizes[1:], strict=False) if m < n]
+    assert drops and all(d >= max(1, math.ceil(PRUNE_FRACTION * n)) for n, d in drops)
+    assert len(drops) < 15  # one row at a time would be 15 drops
+    assert sizes[-1] == 1  # the last row runs alone at the end
 
 
 @pytest.mark.parametrize("selectable", [True, False])
