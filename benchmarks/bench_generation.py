@@ -26,6 +26,9 @@ their token counts differ a little), and responses per CPU-second of this proces
 
     OMP_NUM_THREADS=2 python benchmarks/bench_generation.py --compare-hf --n 16 --k 4 --batch-sizes 16 32 64
 
+``--prune-fraction F`` sets ``hneuron_lens.generation.PRUNE_FRACTION`` first (``0``: finished rows
+leave the batch one by one, as before 2026-12-03), to compare row-dropping policies:
+    OMP_NUM_THREADS=1 python benchmarks/bench_generation.py --compare-hf --n 32 --k 4 --batch-sizes 64 128 --stop-at-sentence --prune-fraction 0
 ``--step-cost`` prints the CPU cost of a prompt token and of a decoding step per row at each
 ``--batch-sizes``: whether decoding is compute- or overhead-bound on this machine.
 
@@ -109,11 +112,23 @@ def main() -> None:
         help="--compare-hf: also time hl.generate stopping at the first sentence (hneuron-lens run)",
     )
     ap.add_argument(
+        "--prune-fraction",
+        type=float,
+        default=None,
+        help="set hneuron_lens.generation.PRUNE_FRACTION (0: drop every finished row at once, "
+        "the behaviour before 2026-12-03) to compare row-dropping policies",
+    )
+    ap.add_argument(
         "--step-cost",
         action="store_true",
         help="CPU cost of a 40-token prompt pass and of a KV-cache decoding step per batch size",
     )
     args = ap.parse_args()
+    if args.prune_fraction is not None:
+        import hneuron_lens.generation as generation
+
+        generation.PRUNE_FRACTION = args.prune_fraction
+        print(f"PRUNE_FRACTION = {args.prune_fraction}")
     if args.step_cost:
         step_cost(args)
         return
