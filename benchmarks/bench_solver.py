@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         "--memmap", default=None, help="stream X from this float16 .npy (written if absent)"
     )
     p.add_argument("--sklearn", default=None, choices=[None, "liblinear", "saga"])
+    p.add_argument(
+        "--sklearn-tol", type=float, default=1e-4, help="scikit-learn's tol (its default 1e-4)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
 
@@ -171,17 +174,22 @@ def main(argv: list[str] | None = None) -> int:
 
         xs = np.asarray(x, dtype=np.float64 if args.sklearn == "liblinear" else np.float32)
         t1 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
             est = LogisticRegression(
-                C=C, l1_ratio=1.0, solver=args.sklearn, tol=1e-4, max_iter=1000,
-                intercept_scaling=1000.0,
+                C=C, l1_ratio=1.0, solver=args.sklearn, tol=args.sklearn_tol, max_iter=1000,
+                intercept_scaling=1000.0, random_state=0,
             ).fit(xs, y)  # fmt: skip
+        objective = l1_logistic_objective(xs, y, est.coef_[0], est.intercept_[0], C)
         result["sklearn"] = {
             "solver": args.sklearn,
+            "tol": args.sklearn_tol,
             "fit_seconds": round(time.perf_counter() - t1, 2),
+            "n_iter": int(np.max(est.n_iter_)),
+            "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught),
             "n_nonzero": int(np.count_nonzero(est.coef_)),
-            "objective": l1_logistic_objective(xs, y, est.coef_[0], est.intercept_[0], C),
+            "objective": objective,
+            "objective_above_torch": (objective - fit.objective) / abs(fit.objective),
             "same_support": bool(np.array_equal(est.coef_[0] != 0, fit.coef != 0)),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
         }
