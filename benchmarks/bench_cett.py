@@ -12,7 +12,7 @@ Rows (tokens/s = real, non-pad tokens processed per second):
 Usage:
     python benchmarks/bench_cett.py                      # default model, CPU, 256 samples
     python benchmarks/bench_cett.py --device cuda --model default --n 256
-    python benchmarks/bench_cett.py --random-llama-8b --device cuda --dtype bfloat16  # GPU only
+    python benchmarks/bench_cett.py --random-llama-8b --device cuda --dtype bfloat16 --n 512  # GPU only
 """
 
 from __future__ import annotations
@@ -126,29 +126,34 @@ def time_released(model, toks, device: str, out_dir: Path) -> float:
     return time.perf_counter() - t
 
 
-def random_llama_8b(device: str, dtype: torch.dtype):
-    """A random-weight Llama-3-8B-shaped model built directly on the device (no download)."""
+LLAMA_8B = {
+    "vocab_size": 128256,
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 8192,
+}
+"""Llama-3-8B's shape, for ``--random-llama-8b`` (a test runs the same path at a tiny shape)."""
+
+
+def random_llama_8b(device: str, dtype: torch.dtype, shape: dict[str, int] | None = None):
+    """A random-weight Llama-shaped model (default :data:`LLAMA_8B`) built directly on the
+    device (no download)."""
     import transformers as T
 
     from hneuron_lens.models import boot_bridge
     from hneuron_lens.testing import tiny_tokenizer
 
-    cfg = T.LlamaConfig(
-        vocab_size=128256,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        max_position_embeddings=8192,
-    )
+    cfg = T.LlamaConfig(**(LLAMA_8B if shape is None else shape))
     with torch.device(device):
         hf = T.AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     hf.config.architectures = ["LlamaForCausalLM"]
     return boot_bridge(hf.eval(), tiny_tokenizer(), name="random-llama-8b", device=device)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="default")
     p.add_argument("--device", default="cpu")
@@ -160,7 +165,7 @@ def main() -> None:
     )
     p.add_argument("--random-llama-8b", action="store_true")
     p.add_argument("--json", default=None, help="write the rows here")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     if args.random_llama_8b:
         model = random_llama_8b(args.device, hl.models._dtype(args.dtype))
