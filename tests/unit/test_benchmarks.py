@@ -44,3 +44,18 @@ def test_bench_cett_random_llama_path_runs_on_cpu(monkeypatch, tmp_path, capsys)
         "released method (batch 1, full acts)",
     ]
     assert all(r["tokens_per_s"] > 0 and r["cost_vs_plain"] > 0 for r in got)
+
+
+def test_bench_solver_runs_the_gpu_settings_on_cpu(tmp_path, capsys):
+    """`bench_solver.py` with the GPU row's settings (bf16 block cache) and with a memory map,
+    small: a converged fit, the scikit-learn comparison, and the report's fields."""
+    bench = _load("bench_solver")
+    argv = ["--rows", "300", "--features", "2000", "--sklearn", "liblinear", "--working-set", "64"]
+    assert bench.main([*argv, "--cache-dtype", "bfloat16"]) == 0
+    cached = json.loads(capsys.readouterr().out)
+    assert bench.main([*argv, "--memmap", str(tmp_path / "x.npy")]) == 0
+    streamed = json.loads(capsys.readouterr().out)
+    for got in (cached, streamed):
+        assert got["converged"] and got["n_nonzero"] > 0 and got["working_set"] > 0
+        assert got["sklearn"]["converged"] and abs(got["sklearn"]["objective_above_torch"]) < 1e-2
+    assert streamed["X"].startswith("memmap")
