@@ -100,6 +100,23 @@ def test_dist_env_from_environment():
         DistEnv.from_env({"WORLD_SIZE": "two"})
 
 
+def test_cli_rank_device(monkeypatch):
+    """Under a launcher `--device cuda` becomes the rank's GPU; with `--device-map` (one
+    process per machine, the model over all its GPUs) the device is left alone."""
+    import argparse
+
+    from hneuron_lens.cli import _dist_env
+
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    args = argparse.Namespace(device="cuda", device_map=None)
+    assert _dist_env(args).rank == 3 and args.device == "cuda:1"
+    args = argparse.Namespace(device="cuda", device_map="auto")
+    _dist_env(args)
+    assert args.device == "cuda"
+
+
 def test_shards_cover_the_plan_once(tiny):
     plan = batch_plan(tiny("llama"), make_samples(N), batch_size=BATCH)
     assert sum(len(b) for b in plan) == N
