@@ -77,12 +77,12 @@ DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 """``--device-map`` values passed to ``from_pretrained`` as they are (any other value is a file)."""
 
 
-def _device_map(value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-    """``--device-map``: a placement strategy, or a JSON file of module name -> device (read;
-    an already read map is returned as it is)."""
+def _device_map(value: str) -> str | dict[str, Any]:
+    """``--device-map``: a placement strategy, or a JSON file of module name -> device, read
+    (:func:`main` calls this once, before the command runs)."""
     from hneuron_lens.io import loads_json
 
-    if value is None or isinstance(value, dict) or value in DEVICE_MAP_STRATEGIES:
+    if value in DEVICE_MAP_STRATEGIES:
         return value
     path = Path(value)
     if not path.is_file():
@@ -118,7 +118,7 @@ def _load_model(args: argparse.Namespace) -> Any:
     from hneuron_lens.errors import ModelError
     from hneuron_lens.models import load_model
 
-    device_map = _device_map(getattr(args, "device_map", None))
+    device_map = getattr(args, "device_map", None)  # a strategy or a map, read by main()
     where = "--device-map" if device_map is not None else (args.device or "cpu")
     try:
         return load_model(
