@@ -29,6 +29,8 @@ their token counts differ a little), and responses per CPU-second of this proces
 ``--prune-fraction F`` sets ``hneuron_lens.generation.PRUNE_FRACTION`` first (``0``: finished rows
 leave the batch one by one, as before 2026-12-03), to compare row-dropping policies:
     OMP_NUM_THREADS=1 python benchmarks/bench_generation.py --compare-hf --n 32 --k 4 --batch-sizes 64 128 --stop-at-sentence --prune-fraction 0
+``--profile`` prints the operators' share of CPU time in one sampled ``generate`` call:
+    OMP_NUM_THREADS=1 python benchmarks/bench_generation.py --profile --n 32 --k 4 --batch-sizes 128 --prune-fraction 0
 ``--step-cost`` prints the CPU cost of a prompt token and of a decoding step per row at each
 ``--batch-sizes``: whether decoding is compute- or overhead-bound on this machine.
 
@@ -119,6 +121,12 @@ def main() -> None:
         "the behaviour before 2026-12-03) to compare row-dropping policies",
     )
     ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="torch.profiler over one sampled hl.generate call (--n prompts x --k, the first "
+        "--batch-sizes): the CPU share of each operator",
+    )
+    ap.add_argument(
         "--step-cost",
         action="store_true",
         help="CPU cost of a 40-token prompt pass and of a KV-cache decoding step per batch size",
@@ -129,6 +137,9 @@ def main() -> None:
 
         generation.PRUNE_FRACTION = args.prune_fraction
         print(f"PRUNE_FRACTION = {args.prune_fraction}")
+    if args.profile:
+        profile(args)
+        return
     if args.step_cost:
         step_cost(args)
         return
@@ -339,6 +350,36 @@ def compare_hf(args: argparse.Namespace) -> None:
     print(
         json.dumps({"rows": rows, "best": best, "ratio": ratio, "threads": torch.get_num_threads()})
     )
+
+
+def profile(args: argparse.Namespace) -> None:
+    """Operator table of one sampled ``generate`` call (whole responses), by self CPU time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    model = load_model(args.model, device=args.device)
+    qs = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.n)]
+    prompts = [build_prompt_ids(model.tokenizer, q, suffix=SUFFIX) for q in qs]
+    cfg = GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        num_samples=args.k,
+        batch_size=args.batch_sizes[0],
+        progress=False,
+        warn_length_fraction=1.0,
+    )
+    with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        generate(model, prompts, cfg)
+    print(f"{args.n} prompts x k={args.k} at {cfg.batch_size} rows, {args.max_new_tokens} tokens")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    copies = [e for e in prof.key_averages(group_by_input_shape=True) if e.key == "aten::copy_"]
+    total = sum(e.self_cpu_time_total for e in copies)
+    print("aten::copy_ by input shape (5-D [batch, kv heads, groups, positions, head dim] is the")
+    print("attention's repeat_kv of the cached keys and values):")
+    for e in sorted(copies, key=lambda e: -e.self_cpu_time_total)[:5]:
+        share = e.self_cpu_time_total / max(total, 1)
+        print(f"  {share:6.1%} of copy_  {e.count:5d} calls  {str(e.input_shapes)[:90]}")
+    five_d = sum(e.self_cpu_time_total for e in copies if len(e.input_shapes[0]) == 5)
+    print(f"5-D copies: {five_d / max(total, 1):.1%} of copy_")
 
 
 def step_cost(args: argparse.Namespace) -> None:

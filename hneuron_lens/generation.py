@@ -546,7 +546,7 @@ PRUNE_FRACTION = 0.125
 """Finished rows leave the batch once they are this fraction of it (at least one row). Dropping
 rows copies the whole KV cache (every layer's keys and values), which costs about as much as a
 decoding step's cache append; keeping a few finished rows costs only their share of the step
-(they decode pad tokens, ignored). Dropping at every finish spent ~9% of a 128-row collection's
+(they decode pad tokens, ignored). Dropping at every finish spent 6-8% of a 128-row collection's
 CPU time on cache copies; dropping in groups made it 7% faster (README "Benchmarks")."""
 
 
